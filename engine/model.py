@@ -1,0 +1,204 @@
+"""A GPT-style decoder-only transformer: RoPE, RMSNorm, SDPA attention, tied embeddings, KV cache.
+
+Read top to bottom: config and presets, the KV cache, attention, MLP, Block, GPT.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn as nn
+from torch.nn import functional as F
+
+
+@dataclass
+class GPTConfig:
+    vocab_size: int  # embedding rows: the tokenizer's size padded up to a multiple of 64
+    block_size: int = 512  # longest context in tokens
+    n_layer: int = 8
+    n_head: int = 4
+    n_embd: int = 256
+    rope_theta: float = 10000.0
+    dropout: float = 0.0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+# Shapes only; the vocab size always comes from the tokenizer (see padded_vocab_size).
+PRESETS: dict[str, dict[str, int]] = {
+    "tiny": dict(n_layer=2, n_head=2, n_embd=64, block_size=128),  # tests
+    "small": dict(n_layer=8, n_head=4, n_embd=256, block_size=512),  # ~10M params, CPU-trainable
+    "base": dict(n_layer=12, n_head=12, n_embd=768, block_size=1024),  # ~100M, one GPU
+    "large": dict(n_layer=24, n_head=16, n_embd=1024, block_size=2048),  # ~350M
+}
+
+
+def padded_vocab_size(tokenizer_vocab_size: int, multiple: int = 64) -> int:
+    return (tokenizer_vocab_size + multiple - 1) // multiple * multiple
+
+
+def config_from_preset(preset: str, tokenizer_vocab_size: int, **overrides: int) -> GPTConfig:
+    if preset not in PRESETS:
+        raise ValueError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
+    return GPTConfig(vocab_size=padded_vocab_size(tokenizer_vocab_size), **{**PRESETS[preset], **overrides})
+
+
+class KVCache:
+    """Keys and values of every layer for a batch of sequences, preallocated to max_len."""
+
+    def __init__(self, config: GPTConfig, batch_size: int, max_len: int, device: torch.device | str, dtype: torch.dtype) -> None:
+        hs = config.n_embd // config.n_head
+        shape = (config.n_layer, batch_size, config.n_head, max_len, hs)
+        self.k = torch.zeros(shape, device=device, dtype=dtype)
+        self.v = torch.zeros(shape, device=device, dtype=dtype)
+        self.pos = 0  # tokens already stored
+
+    def append(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        t = k.size(2)
+        self.k[layer, :, :, self.pos : self.pos + t] = k
+        self.v[layer, :, :, self.pos : self.pos + t] = v
+        end = self.pos + t
+        return self.k[layer, :, :, :end], self.v[layer, :, :, :end]
+
+    def expand(self, batch_size: int) -> KVCache:
+        """Copy a one-row cache into batch_size rows (prefill once, decode n candidates)."""
+        out = KVCache.__new__(KVCache)
+        out.k = self.k.expand(-1, batch_size, -1, -1, -1).contiguous()
+        out.v = self.v.expand(-1, batch_size, -1, -1, -1).contiguous()
+        out.pos = self.pos
+        return out
+
+
+def rope_tables(seq_len: int, head_size: int, theta: float, device: torch.device | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    inv_freq = 1.0 / (theta ** (torch.arange(0, head_size, 2, dtype=torch.float32, device=device) / head_size))
+    angles = torch.outer(torch.arange(seq_len, dtype=torch.float32, device=device), inv_freq)  # (T, hs/2)
+    return angles.cos(), angles.sin()
+
+
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    # x: (B, nh, T, hs); rotate pairs (first half, second half) by position-dependent angles
+    x1, x2 = x.float().chunk(2, dim=-1)
+    out = torch.cat((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1)
+    return out.type_as(x)
+
+
+class CausalSelfAttention(nn.Module):
+    def __init__(self, config: GPTConfig) -> None:
+        super().__init__()
+        assert config.n_embd % config.n_head == 0
+        self.n_head = config.n_head
+        self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd, bias=False)
+        self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=False)
+        self.dropout = config.dropout
+
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, cache: KVCache | None, layer: int) -> torch.Tensor:
+        B, T, C = x.size()
+        q, k, v = self.c_attn(x).split(C, dim=2)
+        q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))  # (B, nh, T, hs)
+        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        past = 0
+        if cache is not None:
+            past = cache.pos
+            k, v = cache.append(layer, k, v)  # (B, nh, past+T, hs)
+        dropout = self.dropout if self.training else 0.0
+        if past == 0:
+            y = F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=dropout)
+        elif T == 1:
+            y = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout)  # one new token sees everything
+        else:
+            # new tokens see all cached ones and the causal part of themselves (bottom-right aligned)
+            mask = torch.ones(T, past + T, dtype=torch.bool, device=x.device).tril(diagonal=past)
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout)
+        y = y.transpose(1, 2).contiguous().view(B, T, C)
+        return self.c_proj(y)
+
+
+class MLP(nn.Module):
+    def __init__(self, config: GPTConfig) -> None:
+        super().__init__()
+        self.c_fc = nn.Linear(config.n_embd, 4 * config.n_embd, bias=False)
+        self.c_proj = nn.Linear(4 * config.n_embd, config.n_embd, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.c_proj(F.gelu(self.c_fc(x), approximate="tanh"))
+
+
+class Block(nn.Module):
+    def __init__(self, config: GPTConfig) -> None:
+        super().__init__()
+        self.ln_1 = nn.RMSNorm(config.n_embd)
+        self.attn = CausalSelfAttention(config)
+        self.ln_2 = nn.RMSNorm(config.n_embd)
+        self.mlp = MLP(config)
+
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, cache: KVCache | None, layer: int) -> torch.Tensor:
+        x = x + self.attn(self.ln_1(x), cos, sin, cache, layer)
+        return x + self.mlp(self.ln_2(x))
+
+
+class GPT(nn.Module):
+    def __init__(self, config: GPTConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.transformer = nn.ModuleDict(
+            dict(
+                wte=nn.Embedding(config.vocab_size, config.n_embd),
+                drop=nn.Dropout(config.dropout),
+                h=nn.ModuleList(Block(config) for _ in range(config.n_layer)),
+                ln_f=nn.RMSNorm(config.n_embd),
+            )
+        )
+        self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
+        self.lm_head.weight = self.transformer.wte.weight  # tied embeddings
+        cos, sin = rope_tables(config.block_size, config.n_embd // config.n_head, config.rope_theta)
+        self.register_buffer("rope_cos", cos, persistent=False)
+        self.register_buffer("rope_sin", sin, persistent=False)
+        self.apply(self._init_weights)
+        for name, p in self.named_parameters():
+            if name.endswith("c_proj.weight"):  # GPT-2: scale residual projections by depth
+                nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * config.n_layer))
+
+    @staticmethod
+    def _init_weights(module: nn.Module) -> None:
+        if isinstance(module, (nn.Linear, nn.Embedding)):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+
+    def num_params(self) -> int:
+        return sum(p.numel() for p in self.parameters())  # tied weights counted once
+
+    def forward(
+        self, idx: torch.Tensor, targets: torch.Tensor | None = None, cache: KVCache | None = None, last_only: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """idx (B, T) token ids -> logits (B, T, vocab); loss when targets (B, T) are given.
+
+        With a cache, idx holds only the new tokens; their positions continue after cache.pos.
+        last_only skips the vocab projection of all but the last position (prefill for decoding).
+        """
+        B, T = idx.size()
+        start = cache.pos if cache is not None else 0
+        if start + T > self.config.block_size:
+            raise ValueError(f"sequence of {start + T} tokens exceeds block_size {self.config.block_size}")
+        cos, sin = self.rope_cos[start : start + T], self.rope_sin[start : start + T]
+        x = self.transformer.drop(self.transformer.wte(idx))  # (B, T, C)
+        for i, block in enumerate(self.transformer.h):
+            x = block(x, cos, sin, cache, i)
+        if cache is not None:
+            cache.pos += T
+        x = self.transformer.ln_f(x[:, -1:] if last_only else x)
+        logits = self.lm_head(x)  # (B, T, vocab)
+        loss = None
+        if targets is not None:
+            loss = F.cross_entropy(logits.float().view(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-1)
+        return logits, loss
+
+    def new_cache(self, batch_size: int, max_len: int | None = None) -> KVCache:
+        p = self.transformer.wte.weight
+        return KVCache(self.config, batch_size, max_len or self.config.block_size, p.device, p.dtype)
+
+    def flops_per_token(self) -> int:
+        """Training FLOPs per token (forward + backward): 6N plus attention (PaLM appendix B)."""
+        c = self.config
+        n = self.num_params()
+        return 6 * n + 12 * c.n_layer * c.n_embd * c.block_size

@@ -1,0 +1,271 @@
+"""`codecomplete-train`: collect code, train a tokenizer, prepare shards, train, sample.
+
+Each command parses flags, builds a config dataclass and calls a plain function.
+"""
+from __future__ import annotations
+
+import shutil
+import sys
+import sysconfig
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from engine.errors import CodecompleteError
+from engine.model import PRESETS
+from train.progress import console, make_progress
+
+app = typer.Typer(
+    help="Build your own code-completion model: collect Python code, train a tokenizer and a transformer, sample from it.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+PRESET_HELP = f"Model size: {', '.join(PRESETS)} (tiny is for tests, small trains on a CPU)."
+
+
+def default_code_folders() -> list[Path]:
+    """The running Python's standard library (site-packages included, as it lies below it)."""
+    return [Path(sysconfig.get_paths()["stdlib"])]
+
+
+# -- collect ---------------------------------------------------------------------------------
+def run_collect(folders: list[Path], out: Path, min_bytes: int = 1024, max_bytes: int = 100_000, overwrite: bool = False) -> Any:
+    from train.collect import CollectConfig, collect, count_candidate_files
+    from train.filters import FilterConfig
+
+    cfg = CollectConfig(filters=FilterConfig(min_bytes=min_bytes, max_bytes=max_bytes), overwrite=overwrite)
+    with make_progress("files") as progress:
+        task = progress.add_task("collect", total=count_candidate_files(folders))
+        summary = collect(folders, out, cfg, on_file=lambda n: progress.advance(task))
+    rejected = ", ".join(f"{k} {v}" for k, v in sorted(summary.rejected.items(), key=lambda kv: -kv[1])) or "none"
+    console.print(f"kept {summary.files_kept} of {summary.files_seen} files ({summary.bytes_kept / 1e6:.1f} MB); rejected: {rejected}")
+    console.print(f"wrote {len(summary.shards)} shard(s) and summary.json to {out}")
+    return summary
+
+
+@app.command("collect")
+def collect_cmd(
+    folders: Annotated[list[Path], typer.Argument(help="Folders of Python code to walk (recursively, *.py).")],
+    out: Annotated[Path, typer.Option(help="Folder for the Parquet shards and summary.json.")] = Path("corpus"),
+    min_bytes: Annotated[int, typer.Option(help="Skip files smaller than this.")] = 1024,
+    max_bytes: Annotated[int, typer.Option(help="Skip files larger than this.")] = 100_000,
+    overwrite: Annotated[bool, typer.Option(help="Replace shards already in --out.")] = False,
+) -> None:
+    """Walk folders, keep clean unique Python files, write a Parquet corpus."""
+    run_collect(folders, out, min_bytes, max_bytes, overwrite)
+
+
+# -- tokenizer -------------------------------------------------------------------------------
+def run_tokenizer(corpus: Path, out: Path, vocab_size: int = 16384, text_column: str | None = None) -> Any:
+    from train.corpus import count_documents, iter_documents
+    from train.tokenizer_train import train_tokenizer
+
+    if not 256 + 5 < vocab_size <= 2**20:
+        raise CodecompleteError(f"--vocab-size {vocab_size} is out of range; use a value between 512 and 65536")
+    with make_progress("docs") as progress:
+        task = progress.add_task("tokenizer", total=count_documents(corpus))
+
+        def texts():
+            for doc in iter_documents(corpus, text_column):
+                progress.advance(task)
+                yield doc.text
+
+        tokenizer = train_tokenizer(texts(), vocab_size)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tokenizer.save(out)
+    console.print(f"wrote {out}: byte-level BPE, {tokenizer.vocab_size} tokens")
+    return tokenizer
+
+
+@app.command("tokenizer")
+def tokenizer_cmd(
+    corpus: Annotated[Path, typer.Argument(help="Corpus folder from `collect`, or any Parquet file/folder with a text column.")],
+    out: Annotated[Path, typer.Option(help="Where to write tokenizer.json.")] = Path("runs/tokenizer.json"),
+    vocab_size: Annotated[int, typer.Option(help="Tokens in the vocabulary, special tokens included.")] = 16384,
+    text_column: Annotated[str | None, typer.Option(help="Column holding the code (default: content, text or code).")] = None,
+) -> None:
+    """Train a byte-level BPE tokenizer on whole files."""
+    run_tokenizer(corpus, out, vocab_size, text_column)
+
+
+# -- prepare ---------------------------------------------------------------------------------
+def run_prepare(corpus: Path, tokenizer: Path, out: Path, val_fraction: float = 0.05, split_by: str = "auto", text_column: str | None = None, overwrite: bool = False) -> dict:
+    from train.corpus import count_documents
+    from train.prepare import PrepareConfig, prepare
+
+    cfg = PrepareConfig(val_fraction=val_fraction, split_by=split_by, text_column=text_column, overwrite=overwrite)
+    with make_progress("docs") as progress:
+        task = progress.add_task("prepare", total=count_documents(corpus))
+        meta = prepare(corpus, tokenizer, out, cfg, on_docs=lambda n: progress.advance(task, n))
+    for split, s in meta["splits"].items():
+        console.print(f"{split}: {s['documents']:,} files, {s['tokens']:,} tokens, {s['bytes'] / max(s['tokens'], 1):.2f} bytes/token")
+    console.print(f"wrote {meta['dtype']} shards, tokenizer.json and meta.json to {out} (split by {meta['split_by']})")
+    return meta
+
+
+@app.command("prepare")
+def prepare_cmd(
+    corpus: Annotated[Path, typer.Argument(help="Corpus folder from `collect`, or any Parquet file/folder with a text column.")],
+    tokenizer: Annotated[Path, typer.Option(help="tokenizer.json from `codecomplete-train tokenizer`.")],
+    out: Annotated[Path, typer.Option(help="Folder for token shards and meta.json.")] = Path("data"),
+    val_fraction: Annotated[float, typer.Option(help="Share of repositories (or files) held out for validation.")] = 0.05,
+    split_by: Annotated[str, typer.Option(help="auto, repo or file: the unit that goes wholly to one split (auto: repo when there are 20+ repos).")] = "auto",
+    text_column: Annotated[str | None, typer.Option(help="Column holding the code (default: content, text or code).")] = None,
+    overwrite: Annotated[bool, typer.Option(help="Replace data already prepared in --out.")] = False,
+) -> None:
+    """Encode the corpus into train/validation token shards."""
+    run_prepare(corpus, tokenizer, out, val_fraction, split_by, text_column, overwrite)
+
+
+# -- train -----------------------------------------------------------------------------------
+def run_train(cfg: Any, resume: bool = False) -> dict:
+    from train.loop import Trainer
+
+    trainer = Trainer(cfg, resume=resume)
+    by_steps = cfg.max_steps is not None and (cfg.minutes is None)
+    with make_progress("steps" if by_steps else "s") as progress:
+        total = cfg.max_steps if by_steps else cfg.minutes * 60
+        task = progress.add_task("train", total=total)
+        state = {"val": "-", "loss": "-"}
+
+        def report(event: dict) -> None:
+            if event["event"] == "start":
+                console.print(f"training {event['params'] / 1e6:.1f}M parameters on {event['device']}: "
+                              f"{event['train_tokens']:,} train tokens, {event['val_tokens']:,} validation tokens")
+            elif event["event"] == "step":
+                state["loss"] = f"{event['loss']:.3f}"
+            elif event["event"] == "eval":
+                state["val"] = f"{event['val_loss']:.3f} ({event['val_bpb']:.3f} bpb)"
+            elif event["event"] == "bad_step":
+                console.print(f"[yellow]step {event['step']}: non-finite loss or gradient, skipped ({event['consecutive']} in a row)")
+            if "step" in event:
+                done = event["step"] if by_steps else trainer.elapsed
+                progress.update(task, completed=done, description=f"train loss {state['loss']} val {state['val']}")
+
+        trainer.report = report
+        final = trainer.run()
+    console.print(f"step {final['step']}: validation loss {final['val_loss']:.4f}, {final['val_bpb']:.4f} bits per byte")
+    console.print(f"wrote {Path(cfg.out) / 'best'} (lowest validation loss) and {Path(cfg.out) / 'last'}; metrics in {Path(cfg.out) / 'metrics.jsonl'}")
+    return final
+
+
+@app.command("train")
+def train_cmd(
+    data: Annotated[Path, typer.Argument(help="Folder written by `prepare`.")],
+    out: Annotated[Path, typer.Option(help="Run folder: best/, last/, metrics.jsonl, tb/, trainer state.")] = Path("runs/small"),
+    preset: Annotated[str, typer.Option(help=PRESET_HELP)] = "small",
+    minutes: Annotated[float | None, typer.Option(help="Wall-clock budget; the learning rate decays over it.")] = None,
+    max_steps: Annotated[int | None, typer.Option(help="Optimizer-step budget (with --minutes, whichever ends first).")] = None,
+    batch_size: Annotated[int, typer.Option(help="Sequences per micro-batch.")] = 16,
+    grad_accum: Annotated[int, typer.Option(help="Micro-batches per optimizer step.")] = 2,
+    lr: Annotated[float, typer.Option(help="Peak learning rate.")] = 1e-3,
+    warmup_steps: Annotated[int, typer.Option(help="Steps of linear warmup.")] = 100,
+    block_size: Annotated[int | None, typer.Option(help="Context length in tokens (default: the preset's).")] = None,
+    fim_rate: Annotated[float, typer.Option(help="Share of documents turned into fill-in-the-middle examples.")] = 0.5,
+    eval_every: Annotated[int, typer.Option(help="Evaluate and write checkpoints every N steps.")] = 200,
+    eval_tokens: Annotated[int, typer.Option(help="Validation tokens per evaluation.")] = 65_536,
+    device: Annotated[str, typer.Option(help="auto, cuda, mps or cpu.")] = "auto",
+    seed: Annotated[int, typer.Option(help="Seed for initialisation and data order.")] = 1337,
+    resume: Annotated[bool, typer.Option(help="Continue the run in --out from its last checkpoint (budgets count the whole run).")] = False,
+    overfit_batch: Annotated[bool, typer.Option(help="Sanity check: train on one batch; the loss should fall near zero.")] = False,
+) -> None:
+    """Train the transformer; writes OUT/best and OUT/last checkpoints."""
+    from train.loop import TrainConfig, load_train_config
+
+    if resume and (out / "train_config.json").exists():
+        cfg = load_train_config(out, minutes=minutes, max_steps=max_steps, device=device)
+    else:
+        cfg = TrainConfig(
+            data=str(data), out=str(out), preset=preset, block_size=block_size, max_steps=max_steps, minutes=minutes,
+            batch_size=batch_size, grad_accum=grad_accum, lr=lr, warmup_steps=warmup_steps, fim_rate=fim_rate,
+            eval_every=eval_every, eval_tokens=eval_tokens, seed=seed, device=device, overfit_batch=overfit_batch,
+        )
+    run_train(cfg, resume=resume)
+
+
+# -- sample ----------------------------------------------------------------------------------
+def run_sample(checkpoint: Path, prompt: str, n: int = 3, max_new_tokens: int = 128, temperature: float = 0.8, top_p: float = 0.95, seed: int | None = 0, device: str = "auto") -> list[str]:
+    from engine.checkpoint import load_checkpoint
+    from engine.device import pick_device
+    from engine.sampling import generate
+
+    ckpt = load_checkpoint(checkpoint, pick_device(device))
+    tok = ckpt.tokenizer
+    stops = frozenset({tok.special_ids["eot"], tok.special_ids["file_sep"]})
+    outs = generate(ckpt.model, tok.encode(prompt), n=n, max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, stop_ids=stops, seed=seed)
+    return [tok.decode(ids) for ids in outs]
+
+
+@app.command("sample")
+def sample_cmd(
+    checkpoint: Annotated[Path, typer.Argument(help="Checkpoint folder, e.g. runs/small/best.")],
+    prompt: Annotated[str, typer.Option(help="Code to continue.")] = "def ",
+    n: Annotated[int, typer.Option(help="How many completions.")] = 3,
+    max_new_tokens: Annotated[int, typer.Option(help="Longest completion in tokens.")] = 128,
+    temperature: Annotated[float, typer.Option(help="0 is greedy; higher is more varied.")] = 0.8,
+    top_p: Annotated[float, typer.Option(help="Nucleus sampling: keep the most likely tokens up to this mass.")] = 0.95,
+    seed: Annotated[int, typer.Option(help="Random seed, for repeatable samples.")] = 0,
+    device: Annotated[str, typer.Option(help="auto, cuda, mps or cpu.")] = "auto",
+) -> None:
+    """Print completions of a prompt (greedy with --temperature 0)."""
+    for i, text in enumerate(run_sample(checkpoint, prompt, n, max_new_tokens, temperature, top_p, seed, device)):
+        typer.echo(f"--- completion {i + 1} ---")
+        typer.echo(prompt + text)
+
+
+# -- quickstart ------------------------------------------------------------------------------
+@app.command("quickstart")
+def quickstart_cmd(
+    folders: Annotated[list[Path] | None, typer.Argument(help="Folders of Python code (default: this Python's standard library).")] = None,
+    out: Annotated[Path, typer.Option(help="Folder for corpus/, tokenizer.json, data/ and the run.")] = Path("runs/quickstart"),
+    minutes: Annotated[float, typer.Option(help="Training budget in minutes.")] = 10.0,
+    preset: Annotated[str, typer.Option(help=PRESET_HELP)] = "small",
+    vocab_size: Annotated[int, typer.Option(help="Tokenizer vocabulary size.")] = 16384,
+    device: Annotated[str, typer.Option(help="auto, cuda, mps or cpu.")] = "auto",
+    overwrite: Annotated[bool, typer.Option(help="Delete --out and start over (default: resume the steps already done there).")] = False,
+) -> None:
+    """Collect, train a tokenizer, prepare, train and sample in one go; run it again to resume."""
+    from train.loop import TrainConfig
+
+    t0 = time.perf_counter()
+    folders = folders or default_code_folders()
+    if overwrite and out.exists():
+        shutil.rmtree(out)
+    # Each step is skipped when its output exists, so running the same command again resumes.
+    console.rule(f"1/5 collect {', '.join(map(str, folders))}")
+    if not (out / "corpus" / "summary.json").exists():
+        run_collect(folders, out / "corpus")
+    console.rule("2/5 tokenizer")
+    if not (out / "tokenizer.json").exists():
+        run_tokenizer(out / "corpus", out / "tokenizer.json", vocab_size)
+    console.rule("3/5 prepare")
+    if not (out / "data" / "meta.json").exists():
+        run_prepare(out / "corpus", out / "tokenizer.json", out / "data")
+    console.rule("4/5 train")
+    cfg = TrainConfig(data=str(out / "data"), out=str(out / "run"), preset=preset, minutes=minutes, device=device)
+    run_train(cfg, resume=(out / "run" / "last").exists())
+    console.rule("5/5 sample")
+    best = (out / "run" / "best").resolve()
+    for text in run_sample(best, "def read_json(path):\n", n=1, max_new_tokens=64, temperature=0.2, device=device):
+        typer.echo("def read_json(path):\n" + text)
+    console.print(f"done in {(time.perf_counter() - t0) / 60:.1f} min. Point your editor at the model with the setting:")
+    typer.echo(f'"codecomplete.checkpoint": "{best}"')
+
+
+def main() -> None:
+    try:
+        app()
+    except CodecompleteError as e:
+        console.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        console.print("interrupted")
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

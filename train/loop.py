@@ -1,0 +1,276 @@
+"""The training loop: AdamW, warmup + cosine, accumulation, evaluation, NaN guard, resume."""
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from collections.abc import Callable
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from engine.checkpoint import load_checkpoint, save_checkpoint
+from engine.device import pick_device
+from engine.errors import CodecompleteError
+from engine.model import GPT, PRESETS, config_from_preset
+from engine.tokenizer import Tokenizer
+from train.data import FimTokens, TokenShards, batch_rng
+
+STATE_FILE = "trainer_state.pt"
+CONFIG_FILE = "train_config.json"
+METRICS_FILE = "metrics.jsonl"
+
+
+@dataclass
+class TrainConfig:
+    data: str
+    out: str
+    preset: str = "small"
+    block_size: int | None = None  # None: the preset's
+    max_steps: int | None = None
+    minutes: float | None = None
+    batch_size: int = 16  # sequences per micro-batch
+    grad_accum: int = 2
+    lr: float = 1e-3
+    min_lr_ratio: float = 0.1
+    warmup_steps: int = 100
+    weight_decay: float = 0.1
+    grad_clip: float = 1.0
+    fim_rate: float = 0.5
+    eval_every: int = 200
+    eval_tokens: int = 65_536
+    log_every: int = 10
+    max_bad_steps: int = 20  # consecutive non-finite steps before giving up
+    seed: int = 1337
+    device: str = "auto"
+    overfit_batch: bool = False
+
+
+Report = Callable[[dict[str, Any]], None]
+
+
+def lr_at(cfg: TrainConfig, step: int, progress: float) -> float:
+    """Linear warmup over steps, then cosine to min_lr over the budget's progress (0..1)."""
+    if step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    cosine = 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
+    return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * cosine)
+
+
+def make_optimizer(model: GPT, cfg: TrainConfig, device: torch.device) -> torch.optim.AdamW:
+    decay = [p for p in model.parameters() if p.dim() >= 2]  # matrices and embeddings, not norms
+    no_decay = [p for p in model.parameters() if p.dim() < 2]
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.95), fused=device.type == "cuda")
+
+
+def _write_json_atomic(path: Path, obj: Any) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=2) + "\n")
+    os.replace(tmp, path)
+
+
+class Trainer:
+    def __init__(self, cfg: TrainConfig, resume: bool = False, report: Report | None = None) -> None:
+        if cfg.max_steps is None and cfg.minutes is None:
+            raise CodecompleteError("give a budget: --max-steps N and/or --minutes M")
+        if cfg.preset not in PRESETS:
+            raise CodecompleteError(f"unknown preset {cfg.preset!r}; choose one of {', '.join(PRESETS)}")
+        self.cfg, self.report = cfg, report or (lambda event: None)
+        self.out, data = Path(cfg.out), Path(cfg.data)
+        self.device = pick_device(cfg.device)
+        self.tokenizer = Tokenizer.from_file(data / "tokenizer.json")
+        self.train_data, self.val_data = TokenShards(data, "train"), TokenShards(data, "val")
+        overrides = {"block_size": cfg.block_size} if cfg.block_size else {}
+        model_config = config_from_preset(cfg.preset, self.tokenizer.vocab_size, **overrides)
+        for shards in (self.train_data, self.val_data):
+            shards.check_fits(model_config.block_size)
+        ids = self.tokenizer.special_ids
+        self.fim = FimTokens(ids["fim_prefix"], ids["fim_suffix"], ids["fim_middle"], ids["eot"])
+
+        self.step, self.elapsed, self.best_val, self.bad_steps = 0, 0.0, math.inf, 0
+        if (self.out / "last").exists() and not resume:
+            raise CodecompleteError(f"{self.out} already holds a run; pass --resume to continue it or choose another --out")
+        torch.manual_seed(cfg.seed)
+        if resume and (self.out / "last").exists():
+            self.model = load_checkpoint(self.out / "last", self.device).model
+            self.model.train()
+            self.optimizer = make_optimizer(self.model, cfg, self.device)
+            self._load_state()
+        else:
+            self.model = GPT(model_config).to(self.device)
+            self.optimizer = make_optimizer(self.model, cfg, self.device)
+        self.out.mkdir(parents=True, exist_ok=True)
+        _write_json_atomic(self.out / CONFIG_FILE, asdict(cfg))
+        self.autocast = torch.autocast("cuda", dtype=torch.bfloat16) if self.device.type == "cuda" else nullcontext()
+        self.eval_spans = self.val_data.eval_windows(model_config.block_size, cfg.eval_tokens)
+        self.tb = _tensorboard(self.out / "tb")
+
+    # -- state ---------------------------------------------------------------------------
+    def _load_state(self) -> None:
+        path = self.out / STATE_FILE
+        try:
+            state = torch.load(path, map_location=self.device, weights_only=True)
+        except (OSError, RuntimeError, EOFError) as e:
+            raise CodecompleteError(f"{path} is missing or unreadable ({e}); start a new run with another --out") from e
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.step, self.elapsed = int(state["step"]), float(state["elapsed"])
+        self.best_val, self.bad_steps = float(state["best_val"]), int(state["bad_steps"])
+        torch.set_rng_state(state["torch_rng"].cpu())
+
+    def _save(self, val_loss: float | None) -> None:
+        provenance = {"step": self.step, "tokens_seen": self.tokens_seen, "val_loss": val_loss, "data": self.cfg.data, "preset": self.cfg.preset}
+        save_checkpoint(self.out / "last", self.model, self.tokenizer, provenance)
+        state = {
+            "step": self.step,
+            "elapsed": self.elapsed,
+            "best_val": self.best_val,
+            "bad_steps": self.bad_steps,
+            "optimizer": self.optimizer.state_dict(),
+            "torch_rng": torch.get_rng_state(),
+        }
+        tmp = self.out / (STATE_FILE + ".tmp")
+        torch.save(state, tmp)
+        os.replace(tmp, self.out / STATE_FILE)
+
+    # -- loop ----------------------------------------------------------------------------
+    @property
+    def tokens_per_step(self) -> int:
+        return self.cfg.batch_size * self.cfg.grad_accum * self.model.config.block_size
+
+    @property
+    def tokens_seen(self) -> int:
+        return self.step * self.tokens_per_step
+
+    def progress(self) -> float:
+        done = [self.step / self.cfg.max_steps] if self.cfg.max_steps else []
+        if self.cfg.minutes:
+            done.append(self.elapsed / (self.cfg.minutes * 60))
+        return max(done)
+
+    def _batch(self, micro: int) -> tuple[torch.Tensor, torch.Tensor]:
+        step = 0 if self.cfg.overfit_batch else self.step
+        fim_rate = 0.0 if self.cfg.overfit_batch else self.cfg.fim_rate
+        x, y = self.train_data.random_batch(batch_rng(self.cfg.seed, step, micro), self.cfg.batch_size, self.model.config.block_size, fim_rate, self.fim)
+        return x.to(self.device), y.to(self.device)
+
+    def train_step(self) -> float | None:
+        """One optimizer step; None when the loss or gradients were not finite (step skipped)."""
+        lr = lr_at(self.cfg, self.step, self.progress())
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        total = 0.0
+        for micro in range(self.cfg.grad_accum):
+            x, y = self._batch(micro)
+            with self.autocast:
+                _, loss = self.model(x, y)
+            (loss / self.cfg.grad_accum).backward()
+            total += loss.item() / self.cfg.grad_accum
+        norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
+        if not (math.isfinite(total) and math.isfinite(norm.item())):
+            self.optimizer.zero_grad(set_to_none=True)
+            return None
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self._last_lr, self._last_norm = lr, norm.item()
+        return total
+
+    @torch.no_grad()
+    def evaluate(self) -> dict[str, float]:
+        self.model.eval()
+        T, losses = self.model.config.block_size, []
+        for i in range(0, len(self.eval_spans), self.cfg.batch_size):
+            rows = torch.stack([torch.from_numpy(self.val_data.window(s, o, T + 1)) for s, o in self.eval_spans[i : i + self.cfg.batch_size]])
+            with self.autocast:
+                _, loss = self.model(rows[:, :-1].to(self.device), rows[:, 1:].to(self.device))
+            losses.append((loss.item(), rows.size(0)))
+        self.model.train()
+        val_loss = sum(l * n for l, n in losses) / sum(n for _, n in losses)
+        bits_per_byte = val_loss / math.log(2) * self.val_data.tokens / max(self.val_data.bytes, 1)
+        return {"val_loss": val_loss, "val_bpb": bits_per_byte}
+
+    def _log(self, record: dict[str, Any]) -> None:
+        with open(self.out / METRICS_FILE, "a") as fh:
+            fh.write(json.dumps(record) + "\n")
+        for k, v in record.items():
+            if self.tb is not None and isinstance(v, float) and k not in ("elapsed",):
+                self.tb.add_scalar(k, v, record["step"])
+        self.report(record)
+
+    def _budget_left(self) -> bool:
+        if self.cfg.max_steps is not None and self.step >= self.cfg.max_steps:
+            return False
+        return not (self.cfg.minutes is not None and self.elapsed >= self.cfg.minutes * 60)
+
+    def run(self) -> dict[str, Any]:
+        self.model.train()
+        self.report({"event": "start", "step": self.step, "params": self.model.num_params(), "device": str(self.device),
+                     "train_tokens": self.train_data.tokens, "val_tokens": self.val_data.tokens, "max_steps": self.cfg.max_steps,
+                     "minutes": self.cfg.minutes})
+        window_t, window_tokens = time.perf_counter(), 0
+        while self._budget_left():
+            t0 = time.perf_counter()
+            loss = self.train_step()
+            if loss is None:
+                self.elapsed += time.perf_counter() - t0
+                self.bad_steps += 1
+                self.report({"event": "bad_step", "step": self.step, "consecutive": self.bad_steps})
+                if self.bad_steps >= self.cfg.max_bad_steps:
+                    raise CodecompleteError(
+                        f"{self.bad_steps} steps in a row had a NaN/Inf loss or gradient at step {self.step}; "
+                        f"lower --lr (now {self.cfg.lr}) and resume from {self.out / 'last'}"
+                    )
+                continue
+            self.bad_steps = 0
+            self.step += 1
+            window_tokens += self.tokens_per_step
+            if self.step % self.cfg.log_every == 0 or self.step == 1:
+                now = time.perf_counter()
+                self._log({"event": "step", "step": self.step, "loss": loss, "lr": self._last_lr, "grad_norm": self._last_norm,
+                           "tokens": self.tokens_seen, "tok_per_s": window_tokens / (now - window_t), "elapsed": self.elapsed})
+                window_t, window_tokens = now, 0
+            # wall time, evaluation included, is what --minutes promises
+            self.elapsed += time.perf_counter() - t0
+            if self.step % self.cfg.eval_every == 0 and self._budget_left():
+                t0 = time.perf_counter()
+                self._eval_and_save()
+                self.elapsed += time.perf_counter() - t0
+                window_t, window_tokens = time.perf_counter(), 0
+        return self._eval_and_save()
+
+    def _eval_and_save(self) -> dict[str, Any]:
+        metrics = self.evaluate()
+        record = {"event": "eval", "step": self.step, "tokens": self.tokens_seen, "elapsed": self.elapsed, **metrics}
+        improved = metrics["val_loss"] < self.best_val
+        if improved:
+            self.best_val = metrics["val_loss"]
+        self._save(metrics["val_loss"])
+        if improved:
+            save_checkpoint(self.out / "best", self.model, self.tokenizer, {"step": self.step, "tokens_seen": self.tokens_seen, **metrics, "data": self.cfg.data, "preset": self.cfg.preset})
+        self._log({**record, "best": improved})
+        if self.tb is not None:
+            self.tb.flush()
+        return record
+
+
+def _tensorboard(logdir: Path):  # -> SummaryWriter | None
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:  # tensorboard is a dependency, but a trimmed install still trains
+        return None
+    return SummaryWriter(str(logdir))
+
+
+def load_train_config(out: Path, **overrides: Any) -> TrainConfig:
+    """The config a run was started with, for --resume; budget flags may be overridden."""
+    path = out / CONFIG_FILE
+    if not path.is_file():
+        raise CodecompleteError(f"{out} holds no {CONFIG_FILE}; nothing to resume there")
+    saved = json.loads(path.read_text())
+    known = {f.name for f in fields(TrainConfig)}
+    merged = {k: v for k, v in saved.items() if k in known} | {k: v for k, v in overrides.items() if v is not None}
+    return TrainConfig(**merged)

@@ -1,0 +1,44 @@
+"""Rich progress bars with a rate in the work's own unit, and ETA."""
+from __future__ import annotations
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    ProgressColumn,
+    Task,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.text import Text
+
+console = Console(stderr=True)
+
+
+class RateColumn(ProgressColumn):
+    def __init__(self, unit: str) -> None:
+        super().__init__()
+        self.unit = unit
+
+    def render(self, task: Task) -> Text:
+        speed = task.finished_speed or task.speed
+        if speed is None:
+            return Text(f"- {self.unit}/s", style="progress.data.speed")
+        scaled, suffix = next(((speed / d, s) for d, s in ((1e6, "M"), (1e3, "k")) if speed >= d), (speed, ""))
+        return Text(f"{scaled:,.1f}{suffix} {self.unit}/s", style="progress.data.speed")
+
+
+def make_progress(unit: str) -> Progress:
+    return Progress(
+        TextColumn("[progress.description]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        RateColumn(unit),
+        TimeElapsedColumn(),
+        TextColumn("eta"),
+        TimeRemainingColumn(),
+        console=console,
+        transient=False,
+    )
