@@ -76,6 +76,8 @@ def read_config(path: str | Path) -> dict[str, Any]:
         config = json.loads((path / CONFIG_FILE).read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise CodecompleteError(f"{path / CONFIG_FILE} is not valid JSON ({e}); restore it from the training run") from e
+    if not isinstance(config, dict):
+        raise CodecompleteError(f"{path / CONFIG_FILE} is not a JSON object; restore it from the training run")
     if config.get("format_version") != FORMAT_VERSION:
         raise CodecompleteError(f"{path / CONFIG_FILE} has format_version {config.get('format_version')!r}, expected {FORMAT_VERSION}; retrain or convert the checkpoint")
     return config

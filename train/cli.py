@@ -15,6 +15,7 @@ import typer
 
 from engine.errors import CodecompleteError
 from engine.model import PRESETS
+from train.loop import TrainConfig
 from train.progress import console, make_progress
 
 app = typer.Typer(
@@ -24,6 +25,7 @@ app = typer.Typer(
     add_completion=False,
 )
 
+TRAIN_DEFAULTS = TrainConfig(data="", out="")
 PRESET_HELP = f"Model size: {', '.join(PRESETS)} (tiny is for tests, small trains on a CPU)."
 
 
@@ -160,21 +162,21 @@ def train_cmd(
     preset: Annotated[str, typer.Option(help=PRESET_HELP)] = "small",
     minutes: Annotated[float | None, typer.Option(help="Wall-clock budget; the learning rate decays over it.")] = None,
     max_steps: Annotated[int | None, typer.Option(help="Optimizer-step budget (with --minutes, whichever ends first).")] = None,
-    batch_size: Annotated[int, typer.Option(help="Sequences per micro-batch.")] = 16,
-    grad_accum: Annotated[int, typer.Option(help="Micro-batches per optimizer step.")] = 2,
-    lr: Annotated[float, typer.Option(help="Peak learning rate.")] = 1e-3,
-    warmup_steps: Annotated[int, typer.Option(help="Steps of linear warmup.")] = 100,
+    batch_size: Annotated[int, typer.Option(help="Sequences per micro-batch.")] = TRAIN_DEFAULTS.batch_size,
+    grad_accum: Annotated[int, typer.Option(help="Micro-batches per optimizer step.")] = TRAIN_DEFAULTS.grad_accum,
+    lr: Annotated[float, typer.Option(help="Peak learning rate.")] = TRAIN_DEFAULTS.lr,
+    warmup_steps: Annotated[int, typer.Option(help="Steps of linear warmup.")] = TRAIN_DEFAULTS.warmup_steps,
     block_size: Annotated[int | None, typer.Option(help="Context length in tokens (default: the preset's).")] = None,
-    fim_rate: Annotated[float, typer.Option(help="Share of documents turned into fill-in-the-middle examples.")] = 0.5,
-    eval_every: Annotated[int, typer.Option(help="Evaluate and write checkpoints every N steps.")] = 200,
-    eval_tokens: Annotated[int, typer.Option(help="Validation tokens per evaluation.")] = 65_536,
+    fim_rate: Annotated[float, typer.Option(help="Share of documents turned into fill-in-the-middle examples.")] = TRAIN_DEFAULTS.fim_rate,
+    eval_every: Annotated[int, typer.Option(help="Evaluate and write checkpoints every N steps.")] = TRAIN_DEFAULTS.eval_every,
+    eval_tokens: Annotated[int, typer.Option(help="Validation tokens per evaluation.")] = TRAIN_DEFAULTS.eval_tokens,
     device: Annotated[str, typer.Option(help="auto, cuda, mps or cpu.")] = "auto",
-    seed: Annotated[int, typer.Option(help="Seed for initialisation and data order.")] = 1337,
+    seed: Annotated[int, typer.Option(help="Seed for initialisation and data order.")] = TRAIN_DEFAULTS.seed,
     resume: Annotated[bool, typer.Option(help="Continue the run in --out from its last checkpoint (budgets count the whole run).")] = False,
     overfit_batch: Annotated[bool, typer.Option(help="Sanity check: train on one batch; the loss should fall near zero.")] = False,
 ) -> None:
     """Train the transformer; writes OUT/best and OUT/last checkpoints."""
-    from train.loop import TrainConfig, load_train_config
+    from train.loop import load_train_config
 
     if resume and (out / "train_config.json").exists():
         cfg = load_train_config(out, minutes=minutes, max_steps=max_steps, device=device)
@@ -208,7 +210,7 @@ def sample_cmd(
     max_new_tokens: Annotated[int, typer.Option(help="Longest completion in tokens.")] = 128,
     temperature: Annotated[float, typer.Option(help="0 is greedy; higher is more varied.")] = 0.8,
     top_p: Annotated[float, typer.Option(help="Nucleus sampling: keep the most likely tokens up to this mass.")] = 0.95,
-    seed: Annotated[int, typer.Option(help="Random seed, for repeatable samples.")] = 0,
+    seed: Annotated[int, typer.Option(help="Random seed, for repeatable samples.")] = TRAIN_DEFAULTS.seed,
     device: Annotated[str, typer.Option(help="auto, cuda, mps or cpu.")] = "auto",
 ) -> None:
     """Print completions of a prompt (greedy with --temperature 0)."""
@@ -229,8 +231,6 @@ def quickstart_cmd(
     overwrite: Annotated[bool, typer.Option(help="Delete --out and start over (default: resume the steps already done there).")] = False,
 ) -> None:
     """Collect, train a tokenizer, prepare, train and sample in one go; run it again to resume."""
-    from train.loop import TrainConfig
-
     t0 = time.perf_counter()
     folders = folders or default_code_folders()
     if overwrite and out.exists():

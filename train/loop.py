@@ -33,15 +33,16 @@ class TrainConfig:
     block_size: int | None = None  # None: the preset's
     max_steps: int | None = None
     minutes: float | None = None
-    batch_size: int = 16  # sequences per micro-batch
-    grad_accum: int = 2
+    # Defaults suit the small preset on a laptop CPU (~4k tokens a step); raise them on a GPU.
+    batch_size: int = 8  # sequences per micro-batch
+    grad_accum: int = 1
     lr: float = 1e-3
     min_lr_ratio: float = 0.1
-    warmup_steps: int = 100
+    warmup_steps: int = 30
     weight_decay: float = 0.1
     grad_clip: float = 1.0
     fim_rate: float = 0.5
-    eval_every: int = 200
+    eval_every: int = 100
     eval_tokens: int = 65_536
     log_every: int = 10
     max_bad_steps: int = 20  # consecutive non-finite steps before giving up

@@ -1,6 +1,9 @@
 """Rich progress bars with a rate in the work's own unit, and ETA."""
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 from rich.console import Console
 from rich.progress import (
     BarColumn,
@@ -30,8 +33,10 @@ class RateColumn(ProgressColumn):
         return Text(f"{scaled:,.1f}{suffix} {self.unit}/s", style="progress.data.speed")
 
 
-def make_progress(unit: str) -> Progress:
-    return Progress(
+@contextmanager
+def make_progress(unit: str) -> Iterator[Progress]:
+    """A live progress display that vanishes if the work fails, leaving only the error line."""
+    progress = Progress(
         TextColumn("[progress.description]{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
@@ -42,3 +47,9 @@ def make_progress(unit: str) -> Progress:
         console=console,
         transient=False,
     )
+    with progress:
+        try:
+            yield progress
+        except BaseException:
+            progress.live.transient = True
+            raise

@@ -1,0 +1,223 @@
+"""Model and sampling on a tiny random GPT: KV-cache parity, overfitting, presets, generate()."""
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+import torch
+
+from engine.model import GPT, PRESETS, config_from_preset, padded_vocab_size
+from engine.sampling import filter_logits, generate
+
+TOKENIZER_VOCAB = 300
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread() -> Iterator[None]:
+    # A tiny model gains nothing from intra-op threads, and on a busy 2-core box they spin.
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def model() -> GPT:
+    torch.manual_seed(0)
+    model = GPT(config_from_preset("tiny", TOKENIZER_VOCAB)).eval()
+    with torch.no_grad():
+        # At GPT-2 init the (tied) token embedding dominates and greedy repeats the last token;
+        # larger block weights make continuations vary, which the decoding tests need.
+        for name, p in model.named_parameters():
+            if p.dim() == 2 and name != "transformer.wte.weight":
+                p.normal_(0.0, 0.2)
+    return model
+
+
+def random_ids(n: int, seed: int = 1, batch: int = 1) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return torch.randint(0, TOKENIZER_VOCAB, (batch, n), generator=g)
+
+
+# --- KV cache -----------------------------------------------------------------------------
+
+
+@torch.no_grad()
+def test_cached_decoding_matches_full_forward(model: GPT) -> None:
+    idx = random_ids(40, batch=2)
+    full, _ = model(idx)  # (B, T, V)
+
+    cache = model.new_cache(2)
+    prefill, _ = model(idx[:, :10], cache=cache)
+    steps = [model(idx[:, t : t + 1], cache=cache)[0] for t in range(10, 40)]
+    stepped = torch.cat([prefill, *steps], dim=1)
+    assert cache.pos == 40
+    torch.testing.assert_close(stepped, full, atol=1e-5, rtol=0)
+
+    cache = model.new_cache(2, max_len=40)
+    chunks = [model(idx[:, a:b], cache=cache)[0] for a, b in [(0, 7), (7, 8), (8, 21), (21, 40)]]
+    torch.testing.assert_close(torch.cat(chunks, dim=1), full, atol=1e-5, rtol=0)
+
+    last, _ = model(idx, last_only=True)
+    torch.testing.assert_close(last, full[:, -1:], atol=1e-5, rtol=0)
+
+
+@torch.no_grad()
+def test_greedy_generate_equals_uncached_greedy_loop(model: GPT) -> None:
+    prompt = random_ids(12, seed=2)[0].tolist()
+    seq = list(prompt)
+    for _ in range(40):
+        logits, _ = model(torch.tensor([seq]))
+        seq.append(int(logits[0, -1].argmax()))
+    reference = seq[len(prompt) :]
+    assert len(set(reference)) > 1  # a constant continuation would prove little
+
+    out = generate(model, prompt, n=3, max_new_tokens=40, temperature=0)
+    assert out == [reference] * 3
+
+
+@torch.no_grad()
+def test_expanded_cache_rows_decode_like_separate_runs(model: GPT) -> None:
+    prompt = random_ids(9, seed=3)
+    cache = model.new_cache(1, max_len=16)
+    model(prompt, cache=cache)
+    rows = cache.expand(4)
+    assert rows.pos == 9 and rows.k.size(1) == 4
+
+    same, _ = model(torch.full((4, 1), 17), cache=rows)
+    assert all(torch.equal(same[0], same[i]) for i in range(1, 4))
+
+    # rows are independent copies: different tokens now give each row its own uncached result
+    nxt = torch.tensor([[5], [6], [7], [8]])
+    logits, _ = model(nxt, cache=rows)
+    for i in range(4):
+        seq = torch.cat([prompt[0], torch.tensor([17, 5 + i])]).unsqueeze(0)
+        full, _ = model(seq)
+        torch.testing.assert_close(logits[i, -1], full[0, -1], atol=1e-5, rtol=0)
+
+
+def test_sequence_longer_than_block_size_is_refused(model: GPT) -> None:
+    block = model.config.block_size
+    model(random_ids(block))  # exactly block_size is fine
+    with pytest.raises(ValueError, match="block_size"):
+        model(random_ids(block + 1))
+    cache = model.new_cache(1)
+    model(random_ids(block - 2), cache=cache)
+    with pytest.raises(ValueError, match="block_size"):
+        model(random_ids(3), cache=cache)
+
+
+# --- training -----------------------------------------------------------------------------
+
+
+def test_overfits_one_batch() -> None:
+    torch.manual_seed(0)
+    model = GPT(config_from_preset("tiny", TOKENIZER_VOCAB)).train()
+    data = random_ids(33, seed=4, batch=4)
+    x, y = data[:, :-1], data[:, 1:]  # (4, 32)
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=0.0)
+    _, first = model(x, y)
+    assert abs(first.item() - torch.log(torch.tensor(float(model.config.vocab_size))).item()) < 0.5
+    for _ in range(150):
+        _, loss = model(x, y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    assert loss.item() < 0.1
+
+
+def test_targets_of_minus_one_are_ignored(model: GPT) -> None:
+    x = random_ids(8, seed=5)
+    y = random_ids(8, seed=6)
+    _, loss = model(x, y)
+    masked = y.clone()
+    masked[:, 4:] = -1
+    _, part = model(x, masked)
+    _, first_half = model(x[:, :4], y[:, :4])
+    assert not torch.isclose(loss, part)
+    torch.testing.assert_close(part, first_half)
+
+
+# --- presets ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("preset, millions", [("small", 10), ("base", 100), ("large", 350)])
+def test_preset_sizes(preset: str, millions: int) -> None:
+    with torch.device("meta"):
+        model = GPT(config_from_preset(preset, 16384))
+    assert 0.75 * millions < model.num_params() / 1e6 < 1.25 * millions
+
+
+@pytest.mark.parametrize("vocab", [1, 63, 64, 65, 300, 16384, 50257])
+def test_vocab_is_padded_to_a_multiple_of_64(vocab: int) -> None:
+    config = config_from_preset("tiny", vocab)
+    assert config.vocab_size % 64 == 0
+    assert vocab <= config.vocab_size < vocab + 64
+    assert padded_vocab_size(vocab) == config.vocab_size
+
+
+def test_presets_and_overrides() -> None:
+    config = config_from_preset("tiny", 300, n_layer=3)
+    assert config.n_layer == 3 and config.n_embd == PRESETS["tiny"]["n_embd"]
+    assert PRESETS["tiny"]["n_layer"] != 3  # the override did not leak into the preset
+    with pytest.raises(ValueError, match="tiny"):
+        config_from_preset("huge", 300)
+
+
+# --- sampling -----------------------------------------------------------------------------
+
+
+def test_generate_with_seed_is_repeatable(model: GPT) -> None:
+    prompt = random_ids(5, seed=7)[0].tolist()
+    kwargs = dict(n=4, max_new_tokens=20, temperature=1.0, top_p=0.95)
+    a = generate(model, prompt, seed=123, **kwargs)
+    assert a == generate(model, prompt, seed=123, **kwargs)
+    assert a != generate(model, prompt, seed=124, **kwargs)
+    assert len({tuple(r) for r in a}) > 1  # the n rows are sampled independently
+    assert all(len(r) == 20 for r in a)
+
+
+def test_stop_ids_end_a_row_and_are_excluded(model: GPT) -> None:
+    prompt = random_ids(5, seed=8)[0].tolist()
+    kwargs = dict(n=4, max_new_tokens=24, temperature=1.5, top_p=None, seed=9)
+    free = generate(model, prompt, **kwargs)
+    stop = free[0][6]
+    stopped = generate(model, prompt, stop_ids=frozenset({stop}), **kwargs)
+    for full, cut in zip(free, stopped):
+        expected = full[: full.index(stop)] if stop in full else full
+        assert cut == expected
+        assert stop not in cut
+    assert len(stopped[0]) <= 6
+
+
+def test_generate_stops_early_when_every_row_is_done(model: GPT) -> None:
+    prompt = random_ids(5, seed=10)[0].tolist()
+    first = generate(model, prompt, n=2, max_new_tokens=1, temperature=0)[0][0]
+    assert generate(model, prompt, n=2, max_new_tokens=50, temperature=0, stop_ids=frozenset({first})) == [[], []]
+
+
+def test_tiny_top_p_is_greedy(model: GPT) -> None:
+    prompt = random_ids(6, seed=11)[0].tolist()
+    greedy = generate(model, prompt, n=1, max_new_tokens=30, temperature=0)
+    nucleus = generate(model, prompt, n=3, max_new_tokens=30, temperature=1.0, top_p=1e-6, seed=0)
+    assert nucleus == greedy * 3
+
+
+def test_generate_keeps_within_block_size(model: GPT) -> None:
+    block = model.config.block_size
+    prompt = random_ids(block, seed=12)[0].tolist()
+    out = generate(model, prompt, n=2, max_new_tokens=10, temperature=0)
+    assert [len(r) for r in out] == [10, 10]
+    assert len(generate(model, [], n=1, max_new_tokens=2 * block, temperature=0)[0]) == block - 1
+
+
+def test_filter_logits_top_k_and_top_p() -> None:
+    logits = torch.tensor([[4.0, 3.0, 2.0, 1.0, 0.0]])
+    kept = lambda out: torch.isfinite(out[0]).nonzero().flatten().tolist()  # noqa: E731
+    assert kept(filter_logits(logits, 1.0, top_k=2)) == [0, 1]
+    assert kept(filter_logits(logits, 1.0, top_p=1e-9)) == [0]
+    p = logits.softmax(-1)[0]
+    assert kept(filter_logits(logits, 1.0, top_p=float(p[0] + p[1]) - 1e-4)) == [0, 1]
+    assert kept(filter_logits(logits, 1.0, top_p=float(p[0] + p[1]) + 1e-4)) == [0, 1, 2]
+    assert kept(filter_logits(logits, 1.0)) == [0, 1, 2, 3, 4]
+    torch.testing.assert_close(filter_logits(logits, 0.5), logits * 2)
