@@ -22,6 +22,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # runnable from a plain checkout
 from engine.device import DEVICE_CHOICES, pick_device
+from engine.errors import CodecompleteError
 from engine.model import GPT, PRESETS, config_from_preset
 from train.loop import TrainConfig, make_optimizer
 
@@ -156,7 +157,10 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--json", type=Path, help="also write the results here")
     args = p.parse_args(argv)
 
-    device = pick_device(args.device)
+    try:
+        device = pick_device(args.device)
+    except CodecompleteError as e:  # e.g. --device cuda on a machine without one: one line, no trace
+        p.error(str(e))
     on_gpu = device.type != "cpu"
     args.steps = args.steps if args.steps is not None else (20 if on_gpu else 5)
     args.warmup = args.warmup if args.warmup is not None else (5 if on_gpu else 1)

@@ -169,7 +169,7 @@ def test_presets_and_overrides() -> None:
 
 def test_generate_with_seed_is_repeatable(model: GPT) -> None:
     prompt = random_ids(5, seed=7)[0].tolist()
-    kwargs = dict(n=4, max_new_tokens=20, temperature=1.0, top_p=0.95)
+    kwargs = {"n": 4, "max_new_tokens": 20, "temperature": 1.0, "top_p": 0.95}
     a = generate(model, prompt, seed=123, **kwargs)
     assert a == generate(model, prompt, seed=123, **kwargs)
     assert a != generate(model, prompt, seed=124, **kwargs)
@@ -179,7 +179,7 @@ def test_generate_with_seed_is_repeatable(model: GPT) -> None:
 
 def test_stop_ids_end_a_row_and_are_excluded(model: GPT) -> None:
     prompt = random_ids(5, seed=8)[0].tolist()
-    kwargs = dict(n=4, max_new_tokens=24, temperature=1.5, top_p=None, seed=9)
+    kwargs = {"n": 4, "max_new_tokens": 24, "temperature": 1.5, "top_p": None, "seed": 9}
     free = generate(model, prompt, **kwargs)
     stop = free[0][6]
     stopped = generate(model, prompt, stop_ids=frozenset({stop}), **kwargs)
@@ -213,7 +213,10 @@ def test_generate_keeps_within_block_size(model: GPT) -> None:
 
 def test_filter_logits_top_k_and_top_p() -> None:
     logits = torch.tensor([[4.0, 3.0, 2.0, 1.0, 0.0]])
-    kept = lambda out: torch.isfinite(out[0]).nonzero().flatten().tolist()  # noqa: E731
+
+    def kept(out: torch.Tensor) -> list[int]:
+        return torch.isfinite(out[0]).nonzero().flatten().tolist()
+
     assert kept(filter_logits(logits, 1.0, top_k=2)) == [0, 1]
     assert kept(filter_logits(logits, 1.0, top_p=1e-9)) == [0]
     p = logits.softmax(-1)[0]
