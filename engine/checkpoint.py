@@ -92,11 +92,12 @@ def load_checkpoint(path: str | Path, device: torch.device | str = "cpu", dtype:
     except (KeyError, TypeError) as e:
         raise CodecompleteError(f"{path / CONFIG_FILE} has a bad 'model' section ({e}); it was written by another version") from e
     tokenizer = Tokenizer.from_file(path / TOKENIZER_FILE)
-    expected = config.get("tokenizer", {})
-    if tokenizer.vocab_size > model_config.vocab_size or expected.get("special_ids") != tokenizer.special_ids or expected.get("vocab_size") != tokenizer.vocab_size:
+    expected = config.get("tokenizer")
+    recorded = (expected.get("vocab_size"), expected.get("special_ids"), expected.get("sha256")) if isinstance(expected, dict) else None
+    if tokenizer.vocab_size > model_config.vocab_size or recorded != (tokenizer.vocab_size, tokenizer.special_ids, tokenizer.sha256):
         raise CodecompleteError(
-            f"tokenizer in {path} (vocab {tokenizer.vocab_size}) does not match the model it was saved with "
-            f"(vocab {expected.get('vocab_size')}, embedding rows {model_config.vocab_size}); put back the tokenizer.json that was trained with it"
+            f"tokenizer.json in {path} (vocab {tokenizer.vocab_size}) is not the one this model was trained with "
+            f"(recorded vocab {recorded[0] if recorded else '?'}, embedding rows {model_config.vocab_size}); put back the tokenizer.json saved with it"
         )
     try:
         state = load_file(str(path / WEIGHTS_FILE), device="cpu")

@@ -36,7 +36,9 @@ def generate(
     device = model.transformer.wte.weight.device
     budget = model.config.block_size
     max_new_tokens = min(max_new_tokens, budget - 1)
-    prompt_ids = prompt_ids[-(budget - max_new_tokens) :] or [next(iter(stop_ids), 0)]
+    if not prompt_ids:
+        raise ValueError("generate needs at least one prompt token (start files with end-of-text)")
+    prompt_ids = prompt_ids[-(budget - max_new_tokens) :]
     gen = torch.Generator(device=device)
     if seed is not None:
         gen.manual_seed(seed)

@@ -1,10 +1,11 @@
 """Checkpoint folders: exact round trip, atomic replacement, one-line errors for every bad file."""
+
 from __future__ import annotations
 
 import json
 import shutil
 import struct
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -18,7 +19,8 @@ from train.tokenizer_train import train_tokenizer
 
 FILES = {"config.json", "model.safetensors", "tokenizer.json"}
 CODE = "".join(
-    f"def f{i}(x, y={i * 37}):\n    if x > {i}:\n        return x * {i} + y\n\treturn 'v{i % 7}'\n" for i in range(200)
+    f"def f{i}(x, y={i * 37}):\n    if x > {i}:\n        return x * {i} + y\n\treturn 'v{i % 7}'\n"
+    for i in range(200)
 )
 
 
@@ -136,7 +138,7 @@ def test_missing_file(saved: Path, name: str) -> None:
     ],
     ids=["half", "six-bytes", "empty", "garbage", "bad-header"],
 )
-def test_corrupt_weights(saved: Path, corrupt) -> None:
+def test_corrupt_weights(saved: Path, corrupt: Callable[[bytes], bytes]) -> None:
     weights = saved / "model.safetensors"
     weights.write_bytes(corrupt(weights.read_bytes()))
     load_error(saved, weights)
@@ -186,7 +188,9 @@ def test_weights_of_another_shape(tmp_path: Path, tok: Tokenizer) -> None:
     assert "size mismatch" in load_error(wide, wide / "model.safetensors", "config.json")
 
 
-@pytest.mark.parametrize("config_layers, weight_layers, word", [(2, 3, "unexpected"), (3, 2, "missing")])
+@pytest.mark.parametrize(
+    "config_layers, weight_layers, word", [(2, 3, "unexpected"), (3, 2, "missing")]
+)
 def test_weights_with_another_number_of_layers(
     tmp_path: Path, tok: Tokenizer, config_layers: int, weight_layers: int, word: str
 ) -> None:

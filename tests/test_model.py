@@ -1,4 +1,5 @@
 """Model and sampling on a tiny random GPT: KV-cache parity, overfitting, presets, generate()."""
+
 from __future__ import annotations
 
 from collections.abc import Iterator
@@ -193,7 +194,9 @@ def test_stop_ids_end_a_row_and_are_excluded(model: GPT) -> None:
 def test_generate_stops_early_when_every_row_is_done(model: GPT) -> None:
     prompt = random_ids(5, seed=10)[0].tolist()
     first = generate(model, prompt, n=2, max_new_tokens=1, temperature=0)[0][0]
-    assert generate(model, prompt, n=2, max_new_tokens=50, temperature=0, stop_ids=frozenset({first})) == [[], []]
+    assert generate(
+        model, prompt, n=2, max_new_tokens=50, temperature=0, stop_ids=frozenset({first})
+    ) == [[], []]
 
 
 def test_tiny_top_p_is_greedy(model: GPT) -> None:
@@ -208,7 +211,9 @@ def test_generate_keeps_within_block_size(model: GPT) -> None:
     prompt = random_ids(block, seed=12)[0].tolist()
     out = generate(model, prompt, n=2, max_new_tokens=10, temperature=0)
     assert [len(r) for r in out] == [10, 10]
-    assert len(generate(model, [], n=1, max_new_tokens=2 * block, temperature=0)[0]) == block - 1
+    assert len(generate(model, [0], n=1, max_new_tokens=2 * block, temperature=0)[0]) == block - 1
+    with pytest.raises(ValueError, match="prompt token"):
+        generate(model, [], n=1)
 
 
 def test_filter_logits_top_k_and_top_p() -> None:

@@ -1,4 +1,5 @@
 """Tokenizer: byte-exact round trips, cheap indentation, short numbers, special tokens, errors."""
+
 from __future__ import annotations
 
 import random
@@ -15,15 +16,21 @@ from train.tokenizer_train import train_tokenizer
 
 VOCAB = 600
 WORDS = [
-    "path", "items", "count", "value", "result", "config", "index", "data", "key", "line", "total",
-    "name", "buffer", "header", "payload", "request", "session", "token", "window", "offset", "cache",
+    *["path", "items", "count", "value", "result", "config", "index", "data", "key", "line"],
+    *["total", "name", "buffer", "header", "payload", "request", "session", "token", "window"],
 ]
 
 
 def synthetic_file(rng: random.Random, indent: str) -> str:
     """A small Python file indented with `indent` (4 spaces or a tab): nesting, numbers, strings."""
     i1, i2, i3 = indent, indent * 2, indent * 3
-    out = ["import os", "", "SEED = 123456789012  # frequent enough to merge, were digits not split", "", ""]
+    out = [
+        "import os",
+        "",
+        "SEED = 123456789012  # frequent enough to merge, were digits not split",
+        "",
+        "",
+    ]
     for _ in range(rng.randint(2, 4)):
         a, b = rng.sample(WORDS, 2)
         out += [
@@ -58,10 +65,42 @@ def tok() -> Tokenizer:
 # --- byte-exact round trips ---------------------------------------------------------------
 
 PIECES = [
-    "\t", "    ", "        ", "\r\n", "\n", "\n\n", "\r", "  \n", " ", "x", "def ", "return",
-    "0", "123456", "'s'", '"""', "#", "!=", "\U0001f600", "\U0001f468\u200d\U0001f4bb", "中文",
-    "変数", "\x00", "\u0301", "\u0308", "é", "e\u0301", "\ufeff", "\u00a0", "\x0b", "\x0c",
-    "<|endoftext|>", "<|fim_prefix|>", "<|", "\uffff", "\U0010ffff",
+    "\t",
+    "    ",
+    "        ",
+    "\r\n",
+    "\n",
+    "\n\n",
+    "\r",
+    "  \n",
+    " ",
+    "x",
+    "def ",
+    "return",
+    "0",
+    "123456",
+    "'s'",
+    '"""',
+    "#",
+    "!=",
+    "\U0001f600",
+    "\U0001f468\u200d\U0001f4bb",
+    "中文",
+    "変数",
+    "\x00",
+    "\u0301",
+    "\u0308",
+    "é",
+    "e\u0301",
+    "\ufeff",
+    "\u00a0",
+    "\x0b",
+    "\x0c",
+    "<|endoftext|>",
+    "<|fim_prefix|>",
+    "<|",
+    "\uffff",
+    "\U0010ffff",
 ]
 code_like = st.lists(st.sampled_from(PIECES), max_size=40).map("".join)
 
@@ -78,7 +117,9 @@ def test_decode_encode_is_identity(tok: Tokenizer, text: str) -> None:
     assert_round_trip(tok, text)
 
 
-@pytest.mark.parametrize("text", ["", "\x00", "\u0301x", "\r\n\tif x:\r\n\t\tpass  \r\n", "a\U0001f600\ufeff中"])
+@pytest.mark.parametrize(
+    "text", ["", "\x00", "\u0301x", "\r\n\tif x:\r\n\t\tpass  \r\n", "a\U0001f600\ufeff中"]
+)
 def test_round_trip_edge_cases(tok: Tokenizer, text: str) -> None:
     assert_round_trip(tok, text)
 
@@ -139,7 +180,10 @@ def test_save_and_load_round_trip(tok: Tokenizer, tmp_path: Path) -> None:
     path = tmp_path / "tokenizer.json"
     tok.save(path)
     loaded = Tokenizer.from_file(path)
-    texts = synthetic_corpus(n_files=3, seed=1) + ["x != y\t# é \U0001f600", "<|fim_prefix|>a<|fim_suffix|>"]
+    texts = synthetic_corpus(n_files=3, seed=1) + [
+        "x != y\t# é \U0001f600",
+        "<|fim_prefix|>a<|fim_suffix|>",
+    ]
     assert loaded.encode_batch(texts) == tok.encode_batch(texts)
     assert [loaded.encode(t) for t in texts] == tok.encode_batch(texts)
     assert loaded.sha256 == tok.sha256
@@ -158,7 +202,9 @@ def test_tokenizer_without_special_tokens_is_refused() -> None:
         Tokenizer(build_untrained())
 
 
-@pytest.mark.parametrize("content", [None, b"not json {", b'{"version": "1.0"}', b"\xff\xfe\x00garbage"])
+@pytest.mark.parametrize(
+    "content", [None, b"not json {", b'{"version": "1.0"}', b"\xff\xfe\x00garbage"]
+)
 def test_from_file_bad_path_is_a_one_line_error(tmp_path: Path, content: bytes | None) -> None:
     path = tmp_path / "tokenizer.json"
     if content is not None:

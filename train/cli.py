@@ -198,7 +198,8 @@ def run_sample(checkpoint: Path, prompt: str, n: int = 3, max_new_tokens: int = 
     ckpt = load_checkpoint(checkpoint, pick_device(device))
     tok = ckpt.tokenizer
     stops = frozenset({tok.special_ids["eot"], tok.special_ids["file_sep"]})
-    outs = generate(ckpt.model, tok.encode(prompt), n=n, max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, stop_ids=stops, seed=seed)
+    # Training saw every file right after an end-of-text, so that is how a file starts.
+    outs = generate(ckpt.model, [tok.eot_id, *tok.encode(prompt)], n=n, max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, stop_ids=stops, seed=seed)
     return [tok.decode(ids) for ids in outs]
 
 
