@@ -62,13 +62,19 @@ class KVCache:
         end = self.pos + t
         return self.k[layer, :, :, :end], self.v[layer, :, :, :end]
 
+    def select(self, rows: torch.Tensor) -> KVCache:
+        """A new cache holding the given rows (beam search reorders; repeats are allowed)."""
+        out = KVCache.__new__(KVCache)
+        out.k, out.v, out.pos = self.k.index_select(1, rows), self.v.index_select(1, rows), self.pos
+        return out
+
     def expand(self, batch_size: int) -> KVCache:
         """Copy a one-row cache into batch_size rows (prefill once, decode n candidates)."""
-        out = KVCache.__new__(KVCache)
-        out.k = self.k.expand(-1, batch_size, -1, -1, -1).contiguous()
-        out.v = self.v.expand(-1, batch_size, -1, -1, -1).contiguous()
-        out.pos = self.pos
-        return out
+        return self.select(torch.zeros(batch_size, dtype=torch.long, device=self.k.device))
+
+    def truncate(self, length: int) -> None:
+        """Forget positions from length on; later appends overwrite them."""
+        self.pos = min(self.pos, length)
 
 
 def rope_tables(seq_len: int, head_size: int, theta: float, device: torch.device | None = None) -> tuple[torch.Tensor, torch.Tensor]:

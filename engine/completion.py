@@ -1,0 +1,199 @@
+"""The completion engine: text around the cursor in, ranked candidates out.
+
+prefix/suffix -> prompt (FIM, token healing) -> prefill, reusing cached keys/values of an
+earlier prompt it extends -> batched decoding with stop rules -> tidy, merge, floor, rank.
+Not thread-safe: serve it from one worker thread.
+"""
+from __future__ import annotations
+
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from engine.checkpoint import load_checkpoint
+from engine.decoding import Cancelled, Decoded, Decoder, DecodeParams
+from engine.device import pick_device
+from engine.model import GPT, KVCache
+from engine.prompt import build_prompt
+from engine.stops import StopRule, tidy
+from engine.tokenizer import Tokenizer
+
+__all__ = ["Cancelled", "Candidate", "CompletionEngine"]
+
+DTYPES = {"cuda": torch.bfloat16, "mps": torch.float16, "cpu": torch.float32}
+
+
+@dataclass(frozen=True)
+class Candidate:
+    text: str  # to insert at the cursor
+    score: float  # mean log-probability per token: 0 is certain, lower is less sure
+    reason: str = ""  # why decoding stopped (stop, eos, length, loop, deadline)
+
+
+@dataclass
+class _Prefill:
+    ids: list[int]
+    cache: KVCache
+    logits: torch.Tensor  # (1, V) after the last prompt token
+
+
+@dataclass
+class _Answer:
+    prefix: str
+    suffix: str
+    key: tuple
+    candidates: list[Candidate]
+
+
+def common_prefix_len(a: list[int], b: list[int]) -> int:
+    n = min(len(a), len(b))
+    for i in range(n):
+        if a[i] != b[i]:
+            return i
+    return n
+
+
+@dataclass
+class EngineStats:
+    prompt_tokens: int = 0
+    reused_tokens: int = 0
+    generated_tokens: int = 0
+    latency_ms: float = 0.0
+    from_earlier_answer: bool = False
+    reasons: dict[str, int] = field(default_factory=dict)
+
+
+class CompletionEngine:
+    def __init__(self, model: GPT, tokenizer: Tokenizer, *, fim: bool = True, min_score: float = -3.0, cache_entries: int = 4) -> None:
+        self.model, self.tokenizer = model.eval(), tokenizer
+        self.decoder = Decoder(model, tokenizer)
+        self.fim, self.min_score, self.cache_entries = fim, min_score, cache_entries
+        self.device = model.transformer.wte.weight.device
+        self._prefills: OrderedDict[int, _Prefill] = OrderedDict()  # least recently used first
+        self._answer: _Answer | None = None
+        self._start_hint = 0
+        self.stats = EngineStats()
+
+    @classmethod
+    def from_checkpoint(cls, path: str | Path, device: str = "auto", threads: int | None = None, **kw) -> CompletionEngine:
+        dev = pick_device(device)
+        if threads and dev.type == "cpu":
+            torch.set_num_threads(threads)
+        ckpt = load_checkpoint(path, dev, DTYPES[dev.type])
+        fim = float(ckpt.provenance.get("fim_rate", 0.5)) > 0  # older runs always trained with FIM
+        return cls(ckpt.model, ckpt.tokenizer, fim=fim, **kw)
+
+    # -- public ------------------------------------------------------------------------------
+    def complete(
+        self,
+        prefix: str,
+        suffix: str = "",
+        *,
+        n: int = 3,
+        max_new_tokens: int = 48,
+        multiline: bool = False,
+        temperature: float = 0.0,
+        top_p: float | None = None,
+        top_k: int | None = None,
+        num_beams: int = 1,
+        max_lines: int = 8,
+        cancel: threading.Event | None = None,
+        deadline: float | None = None,
+    ) -> list[Candidate]:
+        """Up to n ranked candidates to insert at the cursor; [] when none is confident enough.
+
+        Raises Cancelled when cancel is set; at the deadline (time.monotonic()) it returns what
+        it has. CRLF documents get CRLF completions.
+        """
+        t0 = time.perf_counter()
+        crlf = "\r\n" in prefix or "\r\n" in suffix
+        prefix, suffix = prefix.replace("\r\n", "\n"), suffix.replace("\r\n", "\n")
+        key = (n, max_new_tokens, multiline, temperature, top_p, top_k, num_beams, max_lines)
+        self.stats = EngineStats()
+        reused = self._from_earlier_answer(prefix, suffix, key)
+        if reused is not None:
+            self.stats.from_earlier_answer = True
+            candidates = reused
+        else:
+            params = DecodeParams(n=n, max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p, num_beams=num_beams)
+            decoded = self._decode(prefix, suffix, params, StopRule.at_cursor(prefix, multiline, max_lines), cancel, deadline)
+            candidates = self._rank(decoded, suffix, n)
+            self._answer = _Answer(prefix, suffix, key, candidates)
+        self.stats.latency_ms = (time.perf_counter() - t0) * 1000
+        if crlf:
+            return [Candidate(c.text.replace("\n", "\r\n"), c.score, c.reason) for c in candidates]
+        return candidates
+
+    def clear_cache(self) -> None:
+        self._prefills.clear()
+        self._answer = None
+
+    # -- steps -------------------------------------------------------------------------------
+    def _from_earlier_answer(self, prefix: str, suffix: str, key: tuple) -> list[Candidate] | None:
+        """When the user typed the start of a suggestion, the rest of it is still the answer."""
+        a = self._answer
+        if a is None or a.key != key or a.suffix != suffix or not prefix.startswith(a.prefix):
+            return None
+        typed = prefix[len(a.prefix) :]
+        rest = [Candidate(c.text[len(typed) :], c.score, c.reason) for c in a.candidates if c.text.startswith(typed) and len(c.text) > len(typed)]
+        return rest or None
+
+    def _decode(self, prefix: str, suffix: str, params: DecodeParams, stop: StopRule, cancel: threading.Event | None, deadline: float | None) -> list[Decoded]:
+        budget = self.model.config.block_size - params.max_new_tokens
+        if budget < 8:
+            raise ValueError(f"max_new_tokens {params.max_new_tokens} leaves no room for a prompt in block_size {self.model.config.block_size}")
+        prompt = build_prompt(self.tokenizer, prefix, suffix, budget, self.fim, self._start_hint)
+        self._start_hint = prompt.prefix_start
+        entry = self._prefill(prompt.ids)
+        try:
+            decoded = self.decoder.decode(entry.cache, entry.logits, params, prompt.heal, stop.cut, cancel, deadline)
+        except Cancelled:
+            self._prefills.pop(id(entry), None)  # a cancelled request leaves nothing behind
+            raise
+        self.stats.generated_tokens = sum(d.n_tokens for d in decoded)
+        for d in decoded:
+            self.stats.reasons[d.reason] = self.stats.reasons.get(d.reason, 0) + 1
+        return decoded
+
+    @torch.inference_mode()
+    def _prefill(self, ids: list[int]) -> _Prefill:
+        """Keys/values for ids, extending the cached prompt that shares the longest start."""
+        best, shared = None, 0
+        for entry in self._prefills.values():
+            k = common_prefix_len(entry.ids, ids)
+            if k > shared:
+                best, shared = entry, k
+        if best is not None and shared == len(ids) == len(best.ids):
+            entry = best
+        else:
+            # Extend an entry only when most of it is shared; a mere common start (another file
+            # with the same first token) would throw that file's cache away.
+            if best is not None and shared >= max(16, len(best.ids) // 2):
+                entry = best
+                shared = min(shared, len(ids) - 1)  # recompute at least the last token for its logits
+                entry.cache.truncate(shared)
+            else:
+                if len(self._prefills) >= self.cache_entries:
+                    self._prefills.popitem(last=False)
+                entry = _Prefill([], self.model.new_cache(1), torch.empty(0))
+                shared = 0
+            logits, _ = self.model(torch.tensor([ids[shared:]], device=self.device), cache=entry.cache, last_only=True)
+            entry.ids, entry.logits = list(ids), logits[:, -1]
+        self._prefills[id(entry)] = entry
+        self._prefills.move_to_end(id(entry))
+        self.stats.prompt_tokens, self.stats.reused_tokens = len(ids), shared
+        return entry
+
+    def _rank(self, decoded: list[Decoded], suffix: str, n: int) -> list[Candidate]:
+        best: dict[str, Candidate] = {}
+        for d in decoded:
+            text = tidy(d.text, suffix)
+            if not text or d.score < self.min_score:
+                continue
+            if text not in best or d.score > best[text].score:  # identical candidates merge
+                best[text] = Candidate(text, d.score, d.reason)
+        return sorted(best.values(), key=lambda c: -c.score)[:n]

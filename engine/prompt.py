@@ -1,0 +1,73 @@
+"""Turn the text around the cursor into prompt tokens.
+
+Layout, suffix first (fill-in-the-middle, SPM order as trained):
+    <eot> <fim_prefix> <fim_suffix> suffix <fim_middle> prefix
+With nothing after the cursor, the plain left-to-right prompt `[<eot>] prefix`. Either way the
+prefix comes last, so a keystroke only extends the prompt and cached keys/values stay valid.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from engine.tokenizer import Tokenizer
+
+SUFFIX_SHARE = 0.25  # of the prompt budget; the prefix gets the rest, and what the suffix leaves
+
+
+@dataclass(frozen=True)
+class Prompt:
+    ids: list[int]
+    heal: bytes  # bytes of the backed-off last token: the completion must begin by retyping them
+    prefix_start: int  # character offset where the kept prefix begins (0: the start of the file)
+
+
+def keep_tail_lines(tokenizer: Tokenizer, text: str, budget: int, start_hint: int = 0) -> tuple[int, list[int]]:
+    """Start offset and ids of the longest run of whole last lines of text within budget tokens.
+
+    start_hint (the previous request's start) is kept while it still fits, so that typing does
+    not move the window and the prompt keeps extending the cached one.
+    """
+    if 0 < start_hint <= len(text) and text[start_hint - 1] == "\n":
+        ids = tokenizer.encode(text[start_hint:])
+        if len(ids) <= budget:
+            return start_hint, ids
+    ids, offsets = tokenizer.encode_with_offsets(text)
+    if len(ids) <= budget:
+        return 0, ids
+    # Cut with slack (7/8 of the budget), so the next keystrokes fit without moving the cut.
+    target = max(1, budget * 7 // 8)
+    start = offsets[len(ids) - target][0]
+    line_start = text.find("\n", max(start - 1, 0)) + 1
+    if line_start <= 0 or line_start >= len(text):  # one enormous line: cut mid-line
+        line_start = start
+    return line_start, tokenizer.encode(text[line_start:])[-budget:]
+
+
+def keep_head_lines(tokenizer: Tokenizer, text: str, budget: int) -> list[int]:
+    """Ids of the longest run of whole first lines of text within budget tokens."""
+    ids, offsets = tokenizer.encode_with_offsets(text)
+    if len(ids) <= budget:
+        return ids
+    end = offsets[budget - 1][1]
+    line_end = text.rfind("\n", 0, end + 1)
+    return tokenizer.encode(text[: line_end + 1])[:budget] if line_end > 0 else ids[:budget]
+
+
+def build_prompt(tokenizer: Tokenizer, prefix: str, suffix: str, budget: int, fim: bool, start_hint: int = 0) -> Prompt:
+    special = tokenizer.special_ids
+    use_fim = fim and bool(suffix.strip())
+    suffix_ids = keep_head_lines(tokenizer, suffix, int(budget * SUFFIX_SHARE)) if use_fim else []
+    overhead = 4 if use_fim else 1
+    start, prefix_ids = keep_tail_lines(tokenizer, prefix, budget - overhead - len(suffix_ids), start_hint)
+    heal = b""
+    if prefix_ids:
+        heal = tokenizer.token_bytes(prefix_ids[-1])
+        prefix_ids = prefix_ids[:-1]
+    head = [special["eot"]] if start == 0 else []
+    if use_fim:
+        ids = [special["eot"], special["fim_prefix"], special["fim_suffix"], *suffix_ids, special["fim_middle"], *prefix_ids]
+    else:
+        ids = [*head, *prefix_ids]
+    if not ids:  # a file cut mid-way that is one healed token long: give the model a start
+        ids = [special["eot"]]
+    return Prompt(ids=ids, heal=heal, prefix_start=start)

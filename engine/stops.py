@@ -1,0 +1,111 @@
+"""Where a completion ends, and what of it is worth inserting: pure text functions.
+
+The decoder asks `StopRule.cut(text)` after every token; once it answers, the row is done and
+`tidy` trims what the text after the cursor already holds.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+OPENERS, CLOSERS = "([{", ")]}"
+MATCH = dict(zip(CLOSERS, OPENERS))
+# Text at the start of the suffix that a completion may repeat by accident and must not insert.
+TRIMMABLE = set(CLOSERS) | set(":,;'\"")
+
+
+def indent_of(line: str) -> int:
+    return len(line) - len(line.lstrip(" \t"))
+
+
+@dataclass(frozen=True)
+class StopRule:
+    """Stop conditions for one cursor position."""
+
+    multiline: bool
+    block_indent: int  # lines indented less than this leave the cursor's block
+    opens_block: bool  # the cursor line ends with ':' (the body comes next, deeper)
+    max_lines: int = 8
+
+    @classmethod
+    def at_cursor(cls, prefix: str, multiline: bool, max_lines: int = 8) -> StopRule:
+        line = prefix.rsplit("\n", 1)[-1]
+        if line.strip():
+            return cls(multiline, indent_of(line), line.rstrip().endswith(":"), max_lines)
+        # On a blank or indentation-only line the cursor column is the block's indentation.
+        return cls(multiline, len(line), False, max_lines)
+
+    def cut(self, text: str) -> int | None:
+        """Length of text to keep once the completion is finished, or None to go on."""
+        if not self.multiline:
+            first = text.find("\n")
+            if first == -1:
+                return None
+            if text[:first].strip():
+                return first
+            # The line at the cursor is done; the completion is the next line.
+            second = text.find("\n", first + 1)
+            return None if second == -1 else second
+        lines = text.split("\n")
+        complete = lines[:-1]  # the last line may still grow
+        seen_content = bool(complete and complete[0].strip())
+        offset = len(complete[0]) + 1 if complete else 0
+        for i, line in enumerate(complete[1:], start=1):
+            if not line.strip():
+                if seen_content:  # a blank line after content ends the thought
+                    return offset - 1
+            else:
+                floor = self.block_indent + 1 if self.opens_block else self.block_indent
+                if indent_of(line) < floor and seen_content:
+                    return offset - 1
+                seen_content = True
+            if i >= self.max_lines:
+                return offset - 1
+            offset += len(line) + 1
+        return None
+
+
+def trim_suffix_overlap(completion: str, suffix: str) -> str:
+    """Drop a tail of the completion that the text after the cursor already starts with."""
+    line = suffix.split("\n", 1)[0]
+    for k in range(min(len(line), len(completion)), 0, -1):
+        tail = line[:k]
+        if completion.endswith(tail) and (k >= 4 or set(tail) <= TRIMMABLE):
+            return completion[:-k]
+    return completion
+
+
+def trim_unbalanced_closers(completion: str, suffix: str) -> str:
+    """Cut at a closing bracket the completion never opened when the suffix already closes it."""
+    after = suffix.split("\n", 1)[0].lstrip()
+    stack: list[str] = []
+    for i, ch in enumerate(completion):
+        if ch in OPENERS:
+            stack.append(ch)
+        elif ch in CLOSERS:
+            if stack and stack[-1] == MATCH[ch]:
+                stack.pop()
+            elif after.startswith(ch):
+                return completion[:i].rstrip()
+    return completion
+
+
+def drop_repeat_of_suffix(completion: str, suffix: str) -> str:
+    """Cut the completion where it starts re-typing the next line that already follows."""
+    rest = suffix.split("\n", 1)
+    following = next((ln.strip() for ln in rest[1].split("\n") if ln.strip()), "") if len(rest) > 1 else ""
+    if not following:
+        return completion
+    lines = completion.split("\n")
+    for i, line in enumerate(lines[1:], start=1):
+        if line.strip() == following:
+            return "\n".join(lines[:i])
+    return completion
+
+
+def tidy(completion: str, suffix: str) -> str:
+    """The text worth inserting: '' when the completion adds nothing the document lacks."""
+    text = drop_repeat_of_suffix(completion, suffix)
+    text = trim_unbalanced_closers(trim_suffix_overlap(text, suffix), suffix).rstrip()
+    if not text.strip() or suffix.startswith(text):
+        return ""
+    return text
