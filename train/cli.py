@@ -220,6 +220,47 @@ def sample_cmd(
         typer.echo(prompt + text)
 
 
+# -- complete --------------------------------------------------------------------------------
+def run_complete(checkpoint: Path, file: Path, line: int, column: int | None, **options: Any) -> list:
+    from engine.completion import CompletionEngine
+
+    if not file.is_file():
+        raise CodecompleteError(f"{file} is not a file; pass the Python file to complete in")
+    text = file.read_text(encoding="utf-8", errors="replace")
+    lines = text.splitlines(keepends=True) or [""]
+    if not 1 <= line <= len(lines):
+        raise CodecompleteError(f"--line {line} is outside {file} (1..{len(lines)})")
+    body = lines[line - 1].rstrip("\r\n")
+    col = len(body) if column is None else min(max(column - 1, 0), len(body))
+    offset = sum(len(x) for x in lines[: line - 1]) + col
+    engine = CompletionEngine.from_checkpoint(checkpoint, options.pop("device"))
+    return engine.complete(text[:offset], text[offset:], **options), engine.stats
+
+
+@app.command("complete")
+def complete_cmd(
+    checkpoint: Annotated[Path, typer.Argument(help="Checkpoint folder, e.g. runs/small/best.")],
+    file: Annotated[Path, typer.Argument(help="Python file to complete in.")],
+    line: Annotated[int, typer.Option(help="Cursor line, 1-based.")],
+    column: Annotated[int | None, typer.Option(help="Cursor column, 1-based (default: end of the line).")] = None,
+    n: Annotated[int, typer.Option(help="How many ranked candidates.")] = 3,
+    multiline: Annotated[bool, typer.Option(help="Complete the block, not just the line.")] = False,
+    max_new_tokens: Annotated[int, typer.Option(help="Longest candidate in tokens.")] = 48,
+    temperature: Annotated[float, typer.Option(help="0 is greedy (n distinct first tokens).")] = 0.0,
+    num_beams: Annotated[int, typer.Option(help="Beam search width (1: off).")] = 1,
+    device: Annotated[str, typer.Option(help="auto, cuda, mps or cpu.")] = "auto",
+) -> None:
+    """Show the engine's ranked completions at a cursor position in a file, as an editor would get them."""
+    candidates, stats = run_complete(checkpoint, file, line, column, n=n, multiline=multiline, max_new_tokens=max_new_tokens,
+                                     temperature=temperature, num_beams=num_beams, device=device)
+    for i, c in enumerate(candidates, 1):
+        typer.echo(f"--- {i}. score {c.score:.3f} ({c.reason}) ---")
+        typer.echo(c.text)
+    if not candidates:
+        typer.echo("(no candidate above the confidence floor)")
+    console.print(f"{stats.latency_ms:.0f} ms, {stats.prompt_tokens} prompt tokens, {stats.generated_tokens} generated")
+
+
 # -- quickstart ------------------------------------------------------------------------------
 @app.command("quickstart")
 def quickstart_cmd(

@@ -123,9 +123,15 @@ class Trainer:
         self.best_val, self.bad_steps = float(state["best_val"]), int(state["bad_steps"])
         torch.set_rng_state(state["torch_rng"].cpu())
 
-    def _save(self, val_loss: float | None) -> None:
-        provenance = {"step": self.step, "tokens_seen": self.tokens_seen, "val_loss": val_loss, "data": self.cfg.data, "preset": self.cfg.preset}
-        save_checkpoint(self.out / "last", self.model, self.tokenizer, provenance)
+    def _provenance(self, metrics: dict[str, float]) -> dict[str, Any]:
+        c = self.cfg
+        return {"step": self.step, "tokens_seen": self.tokens_seen, **metrics, "data": c.data, "preset": c.preset, "fim_rate": c.fim_rate}
+
+    def _save(self, metrics: dict[str, float], best: bool) -> None:
+        """last/ (and best/ when it improved), then the trainer state that goes with last/."""
+        save_checkpoint(self.out / "last", self.model, self.tokenizer, self._provenance(metrics))
+        if best:
+            save_checkpoint(self.out / "best", self.model, self.tokenizer, self._provenance(metrics))
         state = {
             "step": self.step,
             "elapsed": self.elapsed,
@@ -249,9 +255,7 @@ class Trainer:
         improved = metrics["val_loss"] < self.best_val
         if improved:
             self.best_val = metrics["val_loss"]
-        self._save(metrics["val_loss"])
-        if improved:
-            save_checkpoint(self.out / "best", self.model, self.tokenizer, {"step": self.step, "tokens_seen": self.tokens_seen, **metrics, "data": self.cfg.data, "preset": self.cfg.preset})
+        self._save(metrics, best=improved)
         self._log({**record, "best": improved})
         if self.tb is not None:
             self.tb.flush()
