@@ -122,7 +122,8 @@ class CompletionEngine:
             params = DecodeParams(n=n, max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p, num_beams=num_beams)
             decoded = self._decode(prefix, suffix, params, StopRule.at_cursor(prefix, multiline, max_lines), cancel, deadline)
             candidates = self._rank(decoded, suffix, n)
-            self._answer = _Answer(prefix, suffix, key, candidates)
+            if "deadline" not in self.stats.reasons:  # an answer cut short is not one to keep serving
+                self._answer = _Answer(prefix, suffix, key, candidates)
         self.stats.latency_ms = (time.perf_counter() - t0) * 1000
         if crlf:
             return [Candidate(c.text.replace("\n", "\r\n"), c.score, c.reason) for c in candidates]

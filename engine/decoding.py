@@ -92,10 +92,10 @@ class Decoder:
         if row.pending:
             return
         period = loop_period(row.ids)
-        if period is not None:  # keep the first round of the loop, drop the repeats
-            del row.ids[len(row.ids) - period * (4 if period == 1 else 3) + period :]
-            row.raw = bytearray(b"".join(self.token_bytes[i] for i in row.ids))
-            row.done = "loop"
+        if period is not None:  # keep the text of the first round; the repeats still count in the score
+            repeats = period * (3 if period == 1 else 2)
+            first = b"".join(self.token_bytes[i] for i in row.ids[: len(row.ids) - repeats])
+            row.done, row.keep = "loop", len(first[len(heal) :].decode("utf-8", errors="ignore"))
             return
         cut = stop(self.text_of(row, heal))
         if cut is not None:
@@ -172,6 +172,8 @@ class Decoder:
         for _ in range(params.max_new_tokens):
             self._check(cancel)
             if deadline is not None and time.monotonic() > deadline:
+                for b in beams:
+                    b.done = "deadline"
                 break
             logp = torch.log_softmax(self.masked(logits, beams), dim=-1)  # (beams, V)
             total = logp + torch.tensor([b.logprob for b in beams], device=logp.device).unsqueeze(1)
@@ -189,15 +191,16 @@ class Decoder:
                     survivors.append(row)
                     parents.append(parent)
                     tokens.append(tok)
+            beams = survivors  # the beams of the last step are their parents, one token short
             if not survivors or len(finished) >= max(width, params.n) or cache.pos >= cache.k.size(3):
                 break
             index = torch.tensor(parents, device=logits.device)
             cache = cache.select(index)
-            beams = survivors
             logits, _ = self.model(torch.tensor(tokens, device=logits.device).unsqueeze(1), cache=cache)
             logits = logits[:, -1].float()
-        pool = finished + [b for b in beams if not b.done]
-        return [self.finish(r, heal) for r in pool]
+        # Unfinished beams are answers only when the search ran out of tokens or time.
+        live = [] if len(finished) >= max(width, params.n) else beams
+        return [self.finish(r, heal) for r in finished + live]
 
     @staticmethod
     def _check(cancel: threading.Event | None) -> None:

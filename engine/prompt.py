@@ -12,6 +12,9 @@ from dataclasses import dataclass
 from engine.tokenizer import Tokenizer
 
 SUFFIX_SHARE = 0.25  # of the prompt budget; the prefix gets the rest, and what the suffix leaves
+# Characters tokenized per budget token (code averages 3-4 per token), widened when too few:
+# a keystroke in a 5 MB file must not tokenize the whole file.
+WINDOW_CHARS = 8
 
 
 @dataclass(frozen=True)
@@ -27,16 +30,22 @@ def keep_tail_lines(tokenizer: Tokenizer, text: str, budget: int, start_hint: in
     start_hint (the previous request's start) is kept while it still fits, so that typing does
     not move the window and the prompt keeps extending the cached one.
     """
-    if 0 < start_hint <= len(text) and text[start_hint - 1] == "\n":
+    chars = budget * WINDOW_CHARS
+    if 0 < start_hint <= len(text) and text[start_hint - 1] == "\n" and len(text) - start_hint <= chars:
         ids = tokenizer.encode(text[start_hint:])
         if len(ids) <= budget:
             return start_hint, ids
-    ids, offsets = tokenizer.encode_with_offsets(text)
+    while True:  # tokenize whole last lines (at least `chars` characters) until they overflow budget
+        lo = 0 if chars >= len(text) else (text.rfind("\n", 0, len(text) - chars) + 1 or len(text) - chars)
+        ids, offsets = tokenizer.encode_with_offsets(text[lo:])
+        if lo == 0 or len(ids) > budget:
+            break
+        chars *= 4
     if len(ids) <= budget:
         return 0, ids
     # Cut with slack (7/8 of the budget), so the next keystrokes fit without moving the cut.
     target = max(1, budget * 7 // 8)
-    start = offsets[len(ids) - target][0]
+    start = lo + offsets[len(ids) - target][0]
     line_start = text.find("\n", max(start - 1, 0)) + 1
     if line_start <= 0 or line_start >= len(text):  # one enormous line: cut mid-line
         line_start = start
@@ -45,11 +54,17 @@ def keep_tail_lines(tokenizer: Tokenizer, text: str, budget: int, start_hint: in
 
 def keep_head_lines(tokenizer: Tokenizer, text: str, budget: int) -> list[int]:
     """Ids of the longest run of whole first lines of text within budget tokens."""
-    ids, offsets = tokenizer.encode_with_offsets(text)
+    chars = budget * WINDOW_CHARS
+    while True:  # tokenize whole first lines (at least `chars` characters) until they overflow budget
+        hi = len(text) if chars >= len(text) else (text.find("\n", chars) + 1 or chars)
+        ids, offsets = tokenizer.encode_with_offsets(text[:hi])
+        if hi == len(text) or len(ids) > budget:
+            break
+        chars *= 4
     if len(ids) <= budget:
         return ids
-    end = offsets[budget - 1][1]
-    line_end = text.rfind("\n", 0, end + 1)
+    end = offsets[budget - 1][1]  # the first budget tokens cover text[:end]
+    line_end = text.rfind("\n", 0, end)
     return tokenizer.encode(text[: line_end + 1])[:budget] if line_end > 0 else ids[:budget]
 
 

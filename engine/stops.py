@@ -11,6 +11,7 @@ OPENERS, CLOSERS = "([{", ")]}"
 MATCH = dict(zip(CLOSERS, OPENERS))
 # Text at the start of the suffix that a completion may repeat by accident and must not insert.
 TRIMMABLE = set(CLOSERS) | set(":,;'\"")
+NEW_DEFINITION = ("def ", "async def ", "class ", "@")
 
 
 def indent_of(line: str) -> int:
@@ -55,8 +56,8 @@ class StopRule:
                     return offset - 1
             else:
                 floor = self.block_indent + 1 if self.opens_block else self.block_indent
-                if indent_of(line) < floor and seen_content:
-                    return offset - 1
+                if seen_content and (indent_of(line) < floor or (indent_of(line) <= self.block_indent and line.lstrip().startswith(NEW_DEFINITION))):
+                    return offset - 1  # left the block, or started the next def/class beside it
                 seen_content = True
             if i >= self.max_lines:
                 return offset - 1
@@ -64,12 +65,29 @@ class StopRule:
         return None
 
 
+def open_brackets(text: str) -> int:
+    """How many of text's own opening brackets are still open at its end."""
+    stack: list[str] = []
+    for ch in text:
+        if ch in OPENERS:
+            stack.append(ch)
+        elif ch in CLOSERS and stack and stack[-1] == MATCH[ch]:
+            stack.pop()
+    return len(stack)
+
+
 def trim_suffix_overlap(completion: str, suffix: str) -> str:
-    """Drop a tail of the completion that the text after the cursor already starts with."""
+    """Drop a tail of the completion that the text after the cursor already starts with.
+
+    A short tail of closers is a repeat only when it closes nothing the completion opened:
+    at `print(foo(|))` the completion `bar(1)` keeps its `)`.
+    """
     line = suffix.split("\n", 1)[0]
     for k in range(min(len(line), len(completion)), 0, -1):
         tail = line[:k]
-        if completion.endswith(tail) and (k >= 4 or set(tail) <= TRIMMABLE):
+        if not completion.endswith(tail):
+            continue
+        if k >= 4 or (set(tail) <= TRIMMABLE and open_brackets(completion[:-k]) == open_brackets(completion)):
             return completion[:-k]
     return completion
 
@@ -104,8 +122,9 @@ def drop_repeat_of_suffix(completion: str, suffix: str) -> str:
 
 def tidy(completion: str, suffix: str) -> str:
     """The text worth inserting: '' when the completion adds nothing the document lacks."""
-    text = drop_repeat_of_suffix(completion, suffix)
-    text = trim_unbalanced_closers(trim_suffix_overlap(text, suffix), suffix).rstrip()
+    # Trailing spaces go first: `total = |count` keeps the space of `len(items) + count`.
+    text = drop_repeat_of_suffix(completion, suffix).rstrip()
+    text = trim_unbalanced_closers(trim_suffix_overlap(text, suffix), suffix)
     if not text.strip() or suffix.startswith(text):
         return ""
     return text

@@ -32,6 +32,8 @@ class Tokenizer:
             name: hf.token_to_id(tok) for name, tok in SPECIAL_TOKENS.items()
         }
         self.eot_id = self.special_ids["eot"]
+        # Code that mentions "<|endoftext|>" is text: only our own code inserts control tokens.
+        self.hf.encode_special_tokens = True
 
     @classmethod
     def from_file(cls, path: str | Path) -> Tokenizer:
