@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 from engine.checkpoint import load_checkpoint
-from engine.decoding import Cancelled, Decoded, Decoder, DecodeParams
+from engine.decoding import Cancelled, Decoded, DecodeParams, Decoder
 from engine.device import pick_device
 from engine.model import GPT, KVCache
 from engine.prompt import build_prompt

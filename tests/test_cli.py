@@ -6,11 +6,10 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import write_python_tree
 from typer.testing import CliRunner
 
 from train.cli import app
-
-from conftest import write_python_tree
 
 runner = CliRunner()
 COMMANDS = ["collect", "tokenizer", "prepare", "train", "sample", "quickstart"]

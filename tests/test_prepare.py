@@ -38,7 +38,7 @@ def test_every_file_lands_in_exactly_one_split_byte_for_byte(prepared: dict[str,
 def test_meta_counts_match_the_shards(prepared: dict[str, Path]) -> None:
     meta = read_meta(prepared["data"])
     assert meta["dtype"] == "uint16" and meta["vocab_size"] == 512
-    for split, stats in meta["splits"].items():
+    for stats in meta["splits"].values():
         on_disk = sum((prepared["data"] / s["file"]).stat().st_size for s in stats["shards"]) // 2
         assert on_disk == stats["tokens"] > 0
         assert stats["bytes"] > stats["tokens"]  # BPE packs more than one byte into a token

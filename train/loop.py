@@ -196,7 +196,7 @@ class Trainer:
                 _, loss = self.model(rows[:, :-1].to(self.device), rows[:, 1:].to(self.device))
             losses.append((loss.item(), rows.size(0)))
         self.model.train()
-        val_loss = sum(l * n for l, n in losses) / sum(n for _, n in losses)
+        val_loss = sum(loss * n for loss, n in losses) / sum(n for _, n in losses)
         bits_per_byte = val_loss / math.log(2) * self.val_data.tokens / max(self.val_data.bytes, 1)
         return {"val_loss": val_loss, "val_bpb": bits_per_byte}
 
