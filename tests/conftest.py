@@ -2,9 +2,11 @@
 from __future__ import annotations
 
 import random
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import torch
 
 NAMES = ["path", "items", "count", "value", "result", "config", "index", "data", "key", "line", "total", "name"]
 FUNCS = ["read_json", "load_items", "parse_line", "count_words", "merge", "update_config", "find_key", "total_size"]
@@ -38,6 +40,32 @@ def write_python_tree(root: Path, n_repos: int = 3, files_per_repo: int = 6, see
         for i in range(files_per_repo):
             (pkg / f"mod{i}.py").write_text(synthetic_module(rng))
     return root
+
+
+@pytest.fixture(scope="session", autouse=True)
+def one_thread() -> Iterator[None]:
+    """Tiny models: extra intra-op threads only spin, and on a busy 2-core box they thrash."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def overfit_tiny(tok, text: str, steps: int = 100, max_loss: float = 0.05):  # -> GPT
+    """A tiny GPT that knows text by heart: prompts of its prefixes continue with text."""
+    from engine.model import GPT, config_from_preset
+
+    torch.manual_seed(0)
+    model = GPT(config_from_preset("tiny", tok.vocab_size))
+    ids = torch.tensor([[tok.eot_id, *tok.encode(text)]])
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-2, weight_decay=0.0)
+    for _ in range(steps):
+        _, loss = model(ids[:, :-1], ids[:, 1:])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    assert loss.item() < max_loss
+    return model.eval()
 
 
 @pytest.fixture(scope="session")

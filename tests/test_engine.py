@@ -11,12 +11,11 @@ from __future__ import annotations
 import random
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import torch
-from conftest import synthetic_module
+from conftest import overfit_tiny, synthetic_module
 
 import engine.decoding
 from engine.checkpoint import save_checkpoint
@@ -46,12 +45,6 @@ BODY = "\n    total = 0\n    for item in items:\n        total += len(item)\n   
 AFTER_DEF = DOC.index("root):") + len("root):")  # cursor at the end of the first def line
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread() -> Iterator[None]:
-    before = torch.get_num_threads()  # tiny models: intra-op threads only spin on a busy box
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")
@@ -78,18 +71,7 @@ def random_model(tok: Tokenizer) -> GPT:
 
 @pytest.fixture(scope="module")
 def overfit_model(tok: Tokenizer) -> GPT:
-    """A tiny GPT that knows DOC by heart: plain prompts of DOC's prefixes continue with DOC."""
-    torch.manual_seed(0)
-    model = GPT(config_from_preset("tiny", tok.vocab_size))
-    ids = torch.tensor([[tok.eot_id, *tok.encode(DOC)]])
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-2, weight_decay=0.0)
-    for _ in range(100):
-        _, loss = model(ids[:, :-1], ids[:, 1:])
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-    assert loss.item() < 0.02
-    return model.eval()
+    return overfit_tiny(tok, DOC, steps=100, max_loss=0.02)
 
 
 MARGIN = 8.0  # logit of the chosen token; every other token has 0

@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
-import torch
+from conftest import overfit_tiny
 
 from engine.completion import CompletionEngine
-from engine.model import GPT, config_from_preset
 from engine.stops import (
     StopRule,
     drop_repeat_of_suffix,
@@ -171,29 +168,13 @@ def test_tidy(prefix: str, suffix: str, completion: str, expected: str) -> None:
 DOC = "import math\n\n\ndef area(width, height):\n    size = width * height\n    return size\n\n\nprint(area(2, 3))\n"
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread() -> Iterator[None]:
-    before = torch.get_num_threads()  # tiny models: intra-op threads only spin on a busy box
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")
 def engine() -> CompletionEngine:
     """A tiny model that has learned DOC by heart, so completions of DOC's prefixes are DOC."""
     tok = train_tokenizer([DOC] * 8 + [DOC.replace("area", "volume")] * 4, 400)
-    torch.manual_seed(0)
-    model = GPT(config_from_preset("tiny", tok.vocab_size))
-    ids = torch.tensor([[tok.eot_id, *tok.encode(DOC)]])
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-2, weight_decay=0.0)
-    for _ in range(80):
-        _, loss = model(ids[:, :-1], ids[:, 1:])
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-    assert loss.item() < 0.05
-    return CompletionEngine(model.eval(), tok, min_score=float("-inf"))
+    return CompletionEngine(overfit_tiny(tok, DOC, steps=80), tok, min_score=float("-inf"))
 
 
 @pytest.mark.parametrize("multiline", [False, True])
