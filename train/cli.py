@@ -17,6 +17,7 @@ from engine.errors import CodecompleteError
 from engine.model import PRESETS
 from train.loop import TrainConfig
 from train.progress import console, make_progress
+from train.scrape_cli import scrape_app
 
 app = typer.Typer(
     help="Build your own code-completion model: collect Python code, train a tokenizer and a transformer, sample from it.",
@@ -24,6 +25,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
+app.add_typer(scrape_app, name="scrape")
 
 TRAIN_DEFAULTS = TrainConfig(data="", out="")
 PRESET_HELP = f"Model size: {', '.join(PRESETS)} (tiny is for tests, small trains on a CPU)."
@@ -92,6 +94,33 @@ def tokenizer_cmd(
 ) -> None:
     """Train a byte-level BPE tokenizer on whole files."""
     run_tokenizer(corpus, out, vocab_size, text_column)
+
+
+# -- dedupe ----------------------------------------------------------------------------------
+def run_dedupe(corpus: Path, out: Path, threshold: float = 0.85, text_column: str | None = None) -> Any:
+    from train.corpus import count_documents
+    from train.neardup import REPORT_NAME, NearDupConfig, dedupe_corpus
+
+    with make_progress("docs") as progress:
+        task = progress.add_task("near-duplicates", total=count_documents(corpus))
+        report = dedupe_corpus(corpus, out, NearDupConfig(threshold=threshold), text_column, on_doc=lambda: progress.advance(task))
+    console.print(
+        f"kept {report.files_kept:,} of {report.files_in:,} files: removed {report.removed:,} near-duplicates "
+        f"in {report.clusters:,} clusters (Jaccard >= {threshold})"
+    )
+    console.print(f"wrote the deduplicated corpus and {REPORT_NAME} (largest clusters) to {out}")
+    return report
+
+
+@app.command("dedupe")
+def dedupe_cmd(
+    corpus: Annotated[Path, typer.Argument(help="Corpus folder (from `collect` or `scrape github`), or any Parquet file/folder with a text column.")],
+    out: Annotated[Path, typer.Option(help="New folder for the deduplicated corpus and neardup.json.")],
+    threshold: Annotated[float, typer.Option(help="Estimated Jaccard similarity of 5-gram shingles at which two files are near-duplicates.")] = 0.85,
+    text_column: Annotated[str | None, typer.Option(help="Column holding the code (default: content, text or code).")] = None,
+) -> None:
+    """Remove near-duplicate files (MinHash LSH, BigCode-style): each cluster keeps its first file."""
+    run_dedupe(corpus, out, threshold, text_column)
 
 
 # -- prepare ---------------------------------------------------------------------------------

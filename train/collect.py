@@ -170,7 +170,7 @@ def _collect_into(
                     rejected["unreadable"] += 1
                     _notify(on_file, 0)
                     continue
-                reason, content, sha = _judge(data, cfg.filters, seen_shas)
+                reason, content, sha = judge(data, cfg.filters, seen_shas)
                 if reason is None:
                     path = file.relative_to(folder).as_posix()
                     writer.add(_row(repo, path, sha, len(data), content), len(data))
@@ -203,7 +203,7 @@ def _read_capped(file: Path, max_bytes: int) -> tuple[bytes, int]:
         return f.read(max_bytes + 1), os.fstat(f.fileno()).st_size
 
 
-def _judge(data: bytes, cfg: FilterConfig, seen_shas: set[str]) -> tuple[str | None, str, str]:
+def judge(data: bytes, cfg: FilterConfig, seen_shas: set[str]) -> tuple[str | None, str, str]:
     """(reject reason or None, decoded content, blob sha); cheap byte checks run first."""
     if len(data) < cfg.min_bytes:
         return "too_small", "", ""
