@@ -158,7 +158,7 @@ def run_train(cfg: Any, resume: bool = False) -> dict:
 
     trainer = Trainer(cfg, resume=resume)
     by_steps = cfg.max_steps is not None and (cfg.minutes is None)
-    with make_progress("steps" if by_steps else "s") as progress:
+    with make_progress("steps" if by_steps else None) as progress:
         total = cfg.max_steps if by_steps else cfg.minutes * 60
         task = progress.add_task("train", total=total)
         state = {"val": "-", "loss": "-"}
@@ -168,7 +168,7 @@ def run_train(cfg: Any, resume: bool = False) -> dict:
                 console.print(f"training {event['params'] / 1e6:.1f}M parameters on {event['device']}: "
                               f"{event['train_tokens']:,} train tokens, {event['val_tokens']:,} validation tokens")
             elif event["event"] == "step":
-                state["loss"] = f"{event['loss']:.3f}"
+                state["loss"] = f"{event['loss']:.3f} ({event['tok_per_s']:,.0f} tok/s)"
             elif event["event"] == "eval":
                 state["val"] = f"{event['val_loss']:.3f} ({event['val_bpb']:.3f} bpb)"
             elif event["event"] == "bad_step":

@@ -34,13 +34,16 @@ class RateColumn(ProgressColumn):
 
 
 @contextmanager
-def make_progress(unit: str) -> Iterator[Progress]:
-    """A live progress display that vanishes if the work fails, leaving only the error line."""
+def make_progress(unit: str | None) -> Iterator[Progress]:
+    """A live progress display that vanishes if the work fails, leaving only the error line.
+
+    unit names what is counted, for the rate column; None when the total is a time budget.
+    """
+    counts = [MofNCompleteColumn(), RateColumn(unit)] if unit else []
     progress = Progress(
         TextColumn("[progress.description]{task.description}"),
         BarColumn(),
-        MofNCompleteColumn(),
-        RateColumn(unit),
+        *counts,
         TimeElapsedColumn(),
         TextColumn("eta"),
         TimeRemainingColumn(),
