@@ -2,7 +2,7 @@
 
 Scenarios, each over cursor positions in real Python files (this Python's standard library):
   cold    a newly opened file: ~1,000 tokens of context before the cursor, nothing cached
-  typing  the user types the next characters of the file one at a time (prefix cache warm)
+  typing  the user types the rest of the line one character at a time (prefix cache warm)
 The peer gets the same prompt ids and produces 3 sequences of --new-tokens tokens with
 `generate()`; ours returns 3 ranked single-line candidates and stops each at end of line.
 
@@ -32,8 +32,12 @@ def percentiles(ms: list[float]) -> str:
     return f"p50 {statistics.median(ms):7.1f} ms   p95 {q[18]:7.1f} ms   (n={len(ms)})"
 
 
-def cursor_cases(n: int, seed: int, min_prefix_chars: int = 4000) -> list[tuple[str, str]]:
-    """(prefix, suffix) pairs: the cursor inside a random line of a large stdlib file."""
+def cursor_cases(n: int, seed: int, min_prefix_chars: int = 4000) -> list[tuple[str, str, str]]:
+    """(prefix, rest of the line, suffix): the cursor inside a random line of a large stdlib file.
+
+    The rest of the line is what the user is about to type, so it is not in the suffix: typing
+    inserts it character by character while the text after the cursor stays the same.
+    """
     rng = random.Random(seed)
     files = sorted(p for p in Path(sysconfig.get_paths()["stdlib"]).glob("*.py") if 20_000 < p.stat().st_size < 200_000)
     cases = []
@@ -44,9 +48,9 @@ def cursor_cases(n: int, seed: int, min_prefix_chars: int = 4000) -> list[tuple[
         before = "".join(lines[:i])
         if len(before) < min_prefix_chars or not lines[i].strip():
             continue
-        line = lines[i]
+        line = lines[i].rstrip("\n")
         cut = len(line) - len(line.lstrip()) + rng.randrange(0, max(1, len(line.strip()) // 2))
-        cases.append((before[-min_prefix_chars:] + line[:cut], line[cut:] + "".join(lines[i + 1 : i + 40])))
+        cases.append((before[-min_prefix_chars:] + line[:cut], line[cut:], "\n" + "".join(lines[i + 1 : i + 40])))
     return cases
 
 
@@ -102,17 +106,17 @@ def main() -> None:
     engine = CompletionEngine(model, tok, min_score=-1e9)  # no floor: every request decodes in full
     opts = dict(n=3, max_new_tokens=args.new_tokens)
     cases = cursor_cases(args.cases, args.seed)
-    engine.complete(*cases[0], **opts)  # warm up kernels once
+    engine.complete(cases[0][0], cases[0][2], **opts)  # warm up kernels once
 
     cold, typing, peer_ms, prompt_lens, generated, shortcut = [], [], [], [], [], 0
-    for prefix, suffix in cases:
+    for prefix, typed, suffix in cases:
         engine.clear_cache()
         engine.complete(prefix, suffix, **opts)
         cold.append(engine.stats.latency_ms)
         prompt_lens.append(engine.stats.prompt_tokens)
         generated.append(engine.stats.generated_tokens / 3)
         for k in range(1, args.keystrokes + 1):
-            engine.complete(prefix + suffix[:k], suffix[k:], **opts)
+            engine.complete(prefix + typed[:k], suffix, **opts)
             typing.append(engine.stats.latency_ms)
             shortcut += engine.stats.from_earlier_answer
         if peer is not None:
