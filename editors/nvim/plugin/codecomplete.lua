@@ -1,0 +1,13 @@
+-- User commands; the plugin does nothing else until require('codecomplete').setup() is called.
+if vim.g.loaded_codecomplete then
+  return
+end
+vim.g.loaded_codecomplete = true
+
+vim.api.nvim_create_user_command('CodecompleteStatus', function()
+  require('codecomplete').show_status()
+end, { desc = 'codecomplete: model, device, latency and settings of the running server' })
+
+vim.api.nvim_create_user_command('CodecompleteCheckpoint', function(args)
+  require('codecomplete').set_checkpoint(args.args)
+end, { nargs = 1, complete = 'dir', desc = 'codecomplete: serve another checkpoint folder, without a restart' })
