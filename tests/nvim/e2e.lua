@@ -10,55 +10,12 @@
 -- Exit code: 0 done, 1 an error or a step timed out, 3 the watchdog fired.
 
 local uv = vim.uv
-local T0 = uv.hrtime()
+local HERE = debug.getinfo(1, 'S').source:sub(2):match('(.*)/')
 local STEP_MS = tonumber(os.getenv('E2E_TIMEOUT_MS') or '') or 20000
+local H = dofile(HERE .. '/harness.lua')('e2e', STEP_MS)
+local ms, log, wait_for, typing = H.ms, H.log, H.wait_for, H.typing
 local report = { nvim = tostring(vim.version()), timings_ms = {} }
-
-local function ms(since) return math.floor((uv.hrtime() - since) / 1e5) / 10 end
-local function log(fmt, ...) io.stderr:write(('[e2e %7.1fms] ' .. fmt .. '\n'):format(ms(T0), ...)) end
-
-local watchdog = assert(uv.new_timer())
-watchdog:start(STEP_MS * 8, 0, function() io.stderr:write('[e2e] watchdog fired\n') os.exit(3) end)
-
-local function finish(code)
-  report.timings_ms.total = ms(T0)
-  local f = assert(io.open(assert(os.getenv('E2E_OUT')), 'w'))
-  f:write(vim.json.encode(report))
-  f:close()
-  for _, c in ipairs(vim.lsp.get_clients()) do c:stop() end -- shutdown + exit
-  vim.wait(5000, function() return #vim.lsp.get_clients() == 0 end, 20)
-  for _, c in ipairs(vim.lsp.get_clients()) do c:stop(true) end
-  vim.cmd('cquit ' .. code)
-end
-
---- Wait for fn() to return a value (not nil/false); error after STEP_MS.
-local function wait_for(what, fn)
-  local value
-  local ok = vim.wait(STEP_MS, function() value = fn() return value ~= nil and value ~= false end, 10)
-  assert(ok, 'timed out waiting for ' .. what)
-  return value
-end
-
---- Type keys in Insert mode as a user would, and stay there while probe() is polled every 10 ms;
---- once it returns a value, leave Insert mode and return that value. feedkeys('tx!') blocks until
---- Insert mode ends, and timers, scheduled callbacks and LSP responses run meanwhile.
-local function typing(keys, probe)
-  local result, t, done = nil, uv.hrtime(), false
-  local timer = assert(uv.new_timer())
-  timer:start(10, 10, vim.schedule_wrap(function()
-    if done then return end
-    local ok, r = pcall(probe)
-    if not ok then log('probe error: %s', r) end
-    if (ok and r ~= nil and r ~= false) or not ok or ms(t) > STEP_MS then
-      done, result = true, ok and r or nil
-      timer:stop()
-      timer:close()
-      vim.api.nvim_feedkeys(vim.keycode('<C-e><Esc>'), 'n', false)
-    end
-  end))
-  vim.api.nvim_feedkeys(vim.keycode(keys), 'tx!', false)
-  return result
-end
+local watchdog = H.watchdog(8)
 
 local function main()
   local dir = vim.fn.tempname()
@@ -190,4 +147,4 @@ if not ok then
   report.error = tostring(err)
   log('ERROR %s', err)
 end
-finish(ok and 0 or 1)
+H.finish(report, ok and 0 or 1)

@@ -12,66 +12,21 @@
 -- Exit code: 0 done, 1 an error or a step timed out, 3 the watchdog fired.
 
 local uv = vim.uv
-local T0 = uv.hrtime()
+local HERE = debug.getinfo(1, 'S').source:sub(2):match('(.*)/')
 local STEP_MS = tonumber(os.getenv('E2E_TIMEOUT_MS') or '') or 30000
+local H = dofile(HERE .. '/../../../tests/nvim/harness.lua')('plugin-e2e', STEP_MS)
+local ms, log, wait_for = H.ms, H.log, H.wait_for
 local SCENARIO = os.getenv('E2E_SCENARIO') or 'main'
 local report = { nvim = tostring(vim.version()), scenario = SCENARIO, timings_ms = {}, messages = {} }
-
-local function ms(since) return math.floor((uv.hrtime() - since) / 1e5) / 10 end
-local function log(fmt, ...) io.stderr:write(('[plugin-e2e %7.1fms] ' .. fmt .. '\n'):format(ms(T0), ...)) end
-
-local watchdog = assert(uv.new_timer())
-watchdog:start(STEP_MS * 5, 0, function() io.stderr:write('[plugin-e2e] watchdog fired\n') os.exit(3) end)
+local watchdog = H.watchdog(5)
 
 vim.notify = function(msg, level) -- what the plugin tells the user
   report.messages[#report.messages + 1] = { msg = msg, level = level }
   log('notify[%s] %s', tostring(level), msg)
 end
 
-local function finish(code)
-  report.timings_ms.total = ms(T0)
-  local f = assert(io.open(assert(os.getenv('E2E_OUT')), 'w'))
-  f:write(vim.json.encode(report))
-  f:close()
-  for _, c in ipairs(vim.lsp.get_clients()) do c:stop() end -- shutdown + exit
-  vim.wait(5000, function() return #vim.lsp.get_clients() == 0 end, 20)
-  for _, c in ipairs(vim.lsp.get_clients()) do c:stop(true) end
-  vim.cmd('cquit ' .. code)
-end
-
---- fn()'s first value that is not nil/false, polled every 10 ms; an error after STEP_MS.
---- (A deadline of its own: fn may wait inside, e.g. in request_sync, which stretches vim.wait's.)
-local function wait_for(what, fn)
-  local deadline = uv.hrtime() + STEP_MS * 1e6
-  repeat
-    local value = fn()
-    if value ~= nil and value ~= false then
-      return value
-    end
-    vim.wait(10)
-  until uv.hrtime() > deadline
-  error('timed out waiting for ' .. what)
-end
-
---- Type keys in Insert mode and stay there while probe() is polled every 10 ms; once it returns
---- a value, leave Insert mode and return it. feedkeys('tx!') blocks until Insert mode ends, and
---- timers, scheduled callbacks and LSP responses run meanwhile.
 local function typing(keys, probe)
-  local result, t, done = nil, uv.hrtime(), false
-  local timer = assert(uv.new_timer())
-  timer:start(10, 10, vim.schedule_wrap(function()
-    if done then return end
-    local ok, r = pcall(probe)
-    if not ok then log('probe error: %s', r) end
-    if (ok and r ~= nil and r ~= false) or not ok or ms(t) > STEP_MS then
-      done, result = true, ok and r or nil
-      timer:stop()
-      timer:close()
-      vim.api.nvim_feedkeys(vim.keycode('<C-e><Esc>'), 'n', false)
-    end
-  end))
-  vim.api.nvim_feedkeys(vim.keycode(keys), 'tx!', false)
-  return assert(result, 'timed out typing ' .. keys)
+  return assert(H.typing(keys, probe), 'timed out typing ' .. keys)
 end
 
 local function health_lines()
@@ -242,4 +197,4 @@ if not ok then
   report.error = tostring(err)
   log('ERROR %s', err)
 end
-finish(ok and 0 or 1)
+H.finish(report, ok and 0 or 1)
