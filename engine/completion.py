@@ -6,6 +6,7 @@ Not thread-safe: serve it from one worker thread.
 """
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 from collections import OrderedDict
@@ -15,6 +16,7 @@ from pathlib import Path
 import torch
 
 from engine.checkpoint import load_checkpoint
+from engine.copy_index import CopyIndex
 from engine.decoding import Cancelled, Decoded, DecodeParams, Decoder
 from engine.device import pick_device
 from engine.model import GPT, KVCache
@@ -68,8 +70,10 @@ class EngineStats:
 
 
 class CompletionEngine:
-    def __init__(self, model: GPT, tokenizer: Tokenizer, *, fim: bool = True, min_score: float = -3.0, cache_entries: int = 4) -> None:
+    def __init__(self, model: GPT, tokenizer: Tokenizer, *, fim: bool = True, min_score: float = -3.0, cache_entries: int = 4,
+                 copy_index: CopyIndex | None = None) -> None:
         self.model, self.tokenizer = model.eval(), tokenizer
+        self.copy_index = copy_index  # when set, suggestions that copy training code are dropped
         self.decoder = Decoder(model, tokenizer)
         self.fim, self.min_score, self.cache_entries = fim, min_score, cache_entries
         self.device = model.transformer.wte.weight.device
@@ -124,6 +128,8 @@ class CompletionEngine:
             candidates = self._rank(decoded, suffix, n)
             if "deadline" not in self.stats.reasons:  # an answer cut short is not one to keep serving
                 self._answer = _Answer(prefix, suffix, key, candidates)
+        if self.copy_index is not None:
+            candidates = [c for c in candidates if not self._copies_training_code(prefix, suffix, c.text)]
         self.stats.latency_ms = (time.perf_counter() - t0) * 1000
         if crlf:
             return [Candidate(c.text.replace("\n", "\r\n"), c.score, c.reason) for c in candidates]
@@ -134,6 +140,11 @@ class CompletionEngine:
         self._answer = None
 
     # -- steps -------------------------------------------------------------------------------
+    def _copies_training_code(self, prefix: str, suffix: str, text: str) -> bool:
+        assert self.copy_index is not None
+        before, after = prefix.rsplit("\n", 1)[-1], suffix.split("\n", 1)[0]
+        return self.copy_index.copied(self.tokenizer.encode(text), before, text, after)
+
     def _from_earlier_answer(self, prefix: str, suffix: str, key: tuple) -> list[Candidate] | None:
         """When the user typed the start of a suggestion, the rest of it is still the answer."""
         a = self._answer
@@ -144,9 +155,11 @@ class CompletionEngine:
         return rest or None
 
     def _decode(self, prefix: str, suffix: str, params: DecodeParams, stop: StopRule, cancel: threading.Event | None, deadline: float | None) -> list[Decoded]:
-        budget = self.model.config.block_size - params.max_new_tokens
-        if budget < 8:
-            raise ValueError(f"max_new_tokens {params.max_new_tokens} leaves no room for a prompt in block_size {self.model.config.block_size}")
+        # A small model's context is shared: at least half of it stays for the prompt.
+        block = self.model.config.block_size
+        if params.max_new_tokens > block // 2:
+            params = dataclasses.replace(params, max_new_tokens=block // 2)
+        budget = block - params.max_new_tokens
         prompt = build_prompt(self.tokenizer, prefix, suffix, budget, self.fim, self._start_hint)
         self._start_hint = prompt.prefix_start
         entry = self._prefill(prompt.ids)

@@ -13,6 +13,17 @@ import torch
 from engine.tokenizer import Tokenizer
 
 
+def worth_healing(token: bytes) -> bool:
+    """Whether to back off this last prompt token.
+
+    Not a line break followed by indentation: the cursor sits after the indentation, which is
+    a pre-token of its own (code after it never merges into it), and backing it off would only
+    let the model indent deeper than the cursor. A bare line break is healed: the line may
+    still need its indentation.
+    """
+    return not (b"\n" in token and not token.strip(b" \t\r\n") and token.endswith((b" ", b"\t")))
+
+
 class TokenHealer:
     def __init__(self, tokenizer: Tokenizer, vocab_rows: int) -> None:
         special = set(tokenizer.special_ids.values())

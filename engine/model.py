@@ -29,6 +29,7 @@ class GPTConfig:
 # Shapes only; the vocab size always comes from the tokenizer (see padded_vocab_size).
 PRESETS: dict[str, dict[str, int]] = {
     "tiny": dict(n_layer=2, n_head=2, n_embd=64, block_size=128),  # tests
+    "mini": dict(n_layer=6, n_head=6, n_embd=192, block_size=512),  # ~5.6M params: fast CPU completions
     "small": dict(n_layer=8, n_head=4, n_embd=256, block_size=512),  # ~10M params, CPU-trainable
     "base": dict(n_layer=12, n_head=12, n_embd=768, block_size=1024),  # ~100M, one GPU
     "large": dict(n_layer=24, n_head=16, n_embd=1024, block_size=2048),  # ~350M

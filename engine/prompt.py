@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from engine.healing import worth_healing
 from engine.tokenizer import Tokenizer
 
 SUFFIX_SHARE = 0.25  # of the prompt budget; the prefix gets the rest, and what the suffix leaves
@@ -75,7 +76,7 @@ def build_prompt(tokenizer: Tokenizer, prefix: str, suffix: str, budget: int, fi
     overhead = 4 if use_fim else 1
     start, prefix_ids = keep_tail_lines(tokenizer, prefix, budget - overhead - len(suffix_ids), start_hint)
     heal = b""
-    if prefix_ids:
+    if prefix_ids and worth_healing(tokenizer.token_bytes(prefix_ids[-1])):
         heal = tokenizer.token_bytes(prefix_ids[-1])
         prefix_ids = prefix_ids[:-1]
     head = [special["eot"]] if start == 0 else []

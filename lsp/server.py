@@ -49,6 +49,7 @@ class CodecompleteServer(LanguageServer):
         self.acceptance = AcceptanceLog(None)
         self.latencies: collections.deque[dict[str, Any]] = collections.deque(maxlen=20)
         self.wanted: tuple | None = None  # (checkpoint, device, threads) last asked for
+        self.copy_index_setting: str | None = None  # the copyIndex value last applied
         self.load_error: str | None = None
         self.client_log = setup_logging(self, "info")
         self._shown: set[str] = set()  # warnings already shown, so a repeated push stays quiet
@@ -87,8 +88,28 @@ class CodecompleteServer(LanguageServer):
         self.worker.set_min_score(s.min_score)
         path = Path(s.acceptance_log_path).expanduser() if s.acceptance_log_path else default_log_path()
         self.acceptance = AcceptanceLog(path if s.acceptance_log else None)
+        warnings += self.apply_copy_index(s.copy_index)
         if warnings:
             self.show(types.MessageType.Warning, "codecomplete: " + "; ".join(warnings), once=True)
+
+    def apply_copy_index(self, setting: str | None) -> list[str]:
+        """Load the copy index the setting names (once per value); a warning when it cannot."""
+        if setting == self.copy_index_setting:
+            return []
+        self.copy_index_setting, index, warnings = setting, None, []
+        if setting:
+            from engine.copy_index import CopyIndex
+            from engine.errors import CodecompleteError
+
+            path = Path(setting).expanduser()
+            path = path if path.is_absolute() or self.root is None else self.root / path
+            try:
+                index = CopyIndex.load(path)
+                log.info("dropping suggestions copied from the training data (%s, %d hashes)", path, len(index))
+            except CodecompleteError as e:
+                warnings.append(f"{SECTION}.copyIndex: {e}; suggestions are not filtered")
+        self.worker.set_copy_index(index)
+        return warnings
 
     async def pull_settings(self) -> None:
         if not get_capability(self.client_capabilities, "workspace.configuration", False):

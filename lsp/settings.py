@@ -40,6 +40,7 @@ class Settings:
     log_level: str = _spec("info", str, lambda v: v in LOG_LEVELS, "one of " + ", ".join(LOG_LEVELS))
     acceptance_log: bool = _spec(True, bool)
     acceptance_log_path: str | None = _spec(None, str, nullable=True, hint="a file path")
+    copy_index: str | None = _spec(None, str, nullable=True, hint="a prepared data folder or its copy_index.npz")
 
     def to_wire(self) -> dict[str, Any]:
         return {camel(f.name): getattr(self, f.name) for f in dataclasses.fields(self)}

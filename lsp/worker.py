@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from engine.completion import Candidate, CompletionEngine
+    from engine.copy_index import CopyIndex
 
 WARMUP_PROMPT = "import os\n\n\ndef main():\n    "
 
@@ -87,6 +88,7 @@ class Worker:
         self.model: ModelInfo | None = None
         self.loading: str | None = None  # the checkpoint being loaded, if any
         self.min_score = -3.0
+        self.copy_index: CopyIndex | None = None
         self._infer = ThreadPoolExecutor(1, thread_name_prefix="codecomplete-infer")
         self._load = ThreadPoolExecutor(1, thread_name_prefix="codecomplete-load")
         self._live: dict[Hashable, threading.Event] = {}
@@ -126,6 +128,7 @@ class Worker:
             if self.loading == str(path):
                 self.loading = None
         engine.min_score = self.min_score  # it may have changed during the load
+        engine.copy_index = self.copy_index
         self.engine, self.model = engine, info  # requests in flight finish on the old engine
         return info
 
@@ -133,6 +136,11 @@ class Worker:
         self.min_score = value
         if self.engine is not None:
             self.engine.min_score = value
+
+    def set_copy_index(self, index: CopyIndex | None) -> None:
+        self.copy_index = index
+        if self.engine is not None:
+            self.engine.copy_index = index
 
     def shutdown(self) -> None:
         for cancel in self._live.values():

@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 from train.cli import app
 
 runner = CliRunner()
-COMMANDS = ["collect", "tokenizer", "prepare", "train", "sample", "quickstart"]
+COMMANDS = ["collect", "tokenizer", "prepare", "train", "sample", "quickstart", "eval", "baseline", "report"]
 
 
 def invoke(*args: str | Path) -> str:
@@ -74,6 +74,9 @@ def test_quickstart_runs_the_pipeline_and_resumes(tmp_path: Path) -> None:
         (("tokenizer", "{tmp}/nothing", "--out", "{tmp}/t.json"), "does not exist"),
         (("sample", "{tmp}/empty"), "lacks config.json"),
         (("train", "{tmp}/empty", "--max-steps", "1"), "tokenizer file"),
+        (("eval", "{tmp}/empty", "--data", "{tmp}/empty"), "lacks config.json"),
+        (("baseline", "{tmp}/empty"), "tokenizer file"),
+        (("report", "{tmp}/empty"), "no metrics.jsonl"),
     ],
 )
 def test_bad_input_gets_a_one_line_error(tmp_path: Path, args: tuple[str, ...], expected: str) -> None:

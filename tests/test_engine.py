@@ -160,7 +160,8 @@ def test_prompt_layout(tok: Tokenizer, suffix: str, fim: bool, layout: str) -> N
     assert p.ids == expected
 
 
-@pytest.mark.parametrize(("prefix", "heal"), [("import os\nos.pa", b"pa"), ("x = ", b" "), ("", b""), ("def", b"def")])
+@pytest.mark.parametrize(("prefix", "heal"), [("import os\nos.pa", b"pa"), ("x = ", b" "), ("", b""), ("def", b"def"),
+                                             ("def f():\n    ", b"")])  # after indentation: a whole pre-token, kept
 def test_prompt_heals_the_last_token(tok: Tokenizer, prefix: str, heal: bytes) -> None:
     p = build_prompt(tok, prefix, "", 100, fim=True)
     assert p.heal == heal
@@ -174,7 +175,7 @@ def test_keystroke_only_extends_the_prompt(tok: Tokenizer, suffix: str) -> None:
     for k in range(1, len(DOC)):
         before, after = build_prompt(tok, DOC[:k], suffix, 1000, True), build_prompt(tok, DOC[: k + 1], suffix, 1000, True)
         words = tok.hf.pre_tokenizer.pre_tokenize_str(DOC[:k])
-        head = len(before.ids) - len(tok.encode(DOC[:k])) + 1  # special tokens and suffix before the prefix
+        head = len(before.ids) - len(tok.encode(DOC[:k])) + bool(before.heal)  # special tokens and suffix before the prefix
         stable = head + len(tok.encode(DOC[: words[-1][1][0]]))  # tokens before the last word
         assert after.ids[:stable] == before.ids[:stable], repr(DOC[:k][-10:])
         if len(tok.hf.pre_tokenizer.pre_tokenize_str(DOC[: k + 1])) > len(words):  # a new word starts
@@ -221,7 +222,8 @@ def test_start_hint_keeps_the_cut_while_it_fits(tok: Tokenizer, code: list[str])
     typed = prefix + "    x"
     again = build_prompt(tok, typed, "", 80, fim=True, start_hint=first.prefix_start)
     assert again.prefix_start == first.prefix_start
-    assert again.ids[: len(first.ids)] == first.ids  # the cached keys/values stay valid
+    kept = len(first.ids) - (not first.heal)  # an unhealed line break merges with indentation typed after it
+    assert again.ids[:kept] == first.ids[:kept]  # the cached keys/values stay valid
     # a hint that is not a line start is ignored: the same cut as without one
     assert build_prompt(tok, typed, "", 80, True, first.prefix_start + 1) == build_prompt(tok, typed, "", 80, True)
     # once the window no longer fits, the cut moves down, to a line start again
@@ -563,3 +565,25 @@ def test_from_checkpoint(overfit_model: GPT, tok: Tokenizer, tmp_path: Path, pro
     same_candidates(got, CompletionEngine(overfit_model, tok, fim=fim).complete(DOC[:AFTER_DEF], "\n\nprint(1)\n", multiline=True))
     assert eng.complete(DOC[:AFTER_DEF], "", multiline=True)[0].text == BODY
 
+
+
+def test_copy_index_drops_suggestions_copied_from_training_code(tok: Tokenizer, overfit_model: GPT) -> None:
+    import numpy as np
+
+    from engine.copy_index import CopyIndex, line_hashes
+
+    prefix = DOC[: DOC.index("    return os.path")]
+    engine = CompletionEngine(overfit_model, tok, min_score=-1e9)
+    assert engine.complete(prefix, "", n=1)[0].text == "    return os.path.join(root, *items)"
+    training = CopyIndex.build([np.asarray(tok.encode(DOC))], line_hashes(DOC))
+    engine.copy_index = training
+    assert engine.complete(prefix, "", n=1) == []  # the line is a training line the model wrote
+    engine.copy_index = CopyIndex.build([], line_hashes("    return os.path.join(root, *other_items)\n"))
+    assert engine.complete(prefix, "", n=1)[0].text == "    return os.path.join(root, *items)"
+
+
+def test_a_token_budget_beyond_the_context_is_capped_not_refused(tok: Tokenizer, overfit_model: GPT) -> None:
+    engine = CompletionEngine(overfit_model, tok, min_score=-1e9)
+    block = overfit_model.config.block_size
+    assert engine.complete(DOC[:AFTER_DEF], "", n=1, max_new_tokens=block * 4, multiline=True)
+    assert engine.stats.generated_tokens <= block // 2

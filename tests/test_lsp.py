@@ -380,3 +380,19 @@ async def test_reload_command_and_latencies_in_status(client: LanguageClient, ch
     assert s["ready"] and s["model"]["checkpoint"] == str(checkpoints.a) and s["loading"] is None
     assert all(r["serverMs"] >= r["latency_ms"] >= 0 for r in s["latencies"])
     assert any(r["prompt_tokens"] > 0 for r in s["latencies"])
+
+
+async def test_copy_index_setting_loads_or_warns(client: LanguageClient, tmp_path: Path) -> None:
+    from engine.copy_index import CopyIndex
+
+    CopyIndex([], []).save(tmp_path / "copy_index.npz")
+    before = len(client.messages)
+    set_settings(client, {"codecomplete": {**WORKSPACE, "copyIndex": str(tmp_path / "missing")}})
+    await wait_for(client, lambda s: len(client.messages) > before)
+    assert "codecomplete.copyIndex" in client.messages[before].message and "not filtered" in client.messages[before].message
+    set_settings(client, {"codecomplete": {**WORKSPACE, "copyIndex": str(tmp_path)}})
+    await wait_for(client, lambda s: s["settings"]["copyIndex"] == str(tmp_path))
+    assert len(client.messages) == before + 1  # a good index loads quietly
+    open_doc(client, SAMPLE)
+    await complete(client, LINE, COL)  # completions still answer with the filter on
+    set_settings(client, {"codecomplete": WORKSPACE})

@@ -15,6 +15,7 @@ import typer
 
 from engine.errors import CodecompleteError
 from engine.model import PRESETS
+from train.eval_cli import add_eval_commands
 from train.loop import TrainConfig
 from train.progress import console, make_progress
 from train.scrape_cli import scrape_app
@@ -26,6 +27,7 @@ app = typer.Typer(
     add_completion=False,
 )
 app.add_typer(scrape_app, name="scrape")
+add_eval_commands(app)
 
 TRAIN_DEFAULTS = TrainConfig(data="", out="")
 PRESET_HELP = f"Model size: {', '.join(PRESETS)} (tiny is for tests, small trains on a CPU)."

@@ -33,12 +33,14 @@ class TrainConfig:
     block_size: int | None = None  # None: the preset's
     max_steps: int | None = None
     minutes: float | None = None
-    # Defaults suit the small preset on a laptop CPU (~4k tokens a step); raise them on a GPU.
-    batch_size: int = 8  # sequences per micro-batch
+    # Defaults suit the small preset on a laptop CPU, where a run sees a few million tokens and
+    # more, smaller steps learn faster (measured: 4-minute runs, batch 4 at 2e-3 reached 6.66
+    # validation loss against 6.94 for batch 8 at 1e-3); raise the batch on a GPU.
+    batch_size: int = 4  # sequences per micro-batch
     grad_accum: int = 1
-    lr: float = 1e-3
+    lr: float = 2e-3
     min_lr_ratio: float = 0.1
-    warmup_steps: int = 30
+    warmup_steps: int = 50
     weight_decay: float = 0.1
     grad_clip: float = 1.0
     fim_rate: float = 0.5

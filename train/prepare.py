@@ -2,6 +2,7 @@
 
 Each split is a stream of documents, each followed by end-of-text, in flat uint16/uint32
 files. A document lives in exactly one split, so no training window can hold validation text.
+Beside the shards: the copy index of the training split (engine/copy_index.py).
 """
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from engine.copy_index import INDEX_FILE, MIN_LINE_CHARS, STRIDE, WINDOW, CopyIndex, line_hashes
 from engine.errors import CodecompleteError
 from engine.tokenizer import Tokenizer
 from train.corpus import Document, iter_documents
@@ -142,17 +144,23 @@ def prepare(
             old.unlink()
     dtype = token_dtype(tokenizer.vocab_size)
     writers = {s: _ShardWriter(out, s, dtype, cfg.shard_tokens) for s in SPLITS}
+    train_lines: set[int] = set()  # for the copy index: lines of training files
     try:
         for batch in _batches(iter_documents(corpus, cfg.text_column), cfg.batch_docs):
             for doc, ids in zip(batch, tokenizer.encode_batch([d.text for d in batch])):
                 split = "val" if group_key(doc, split_by) in val_groups else "train"
                 writers[split].write(ids + [tokenizer.eot_id], len(doc.text.encode("utf-8")))
+                if split == "train":
+                    train_lines.update(line_hashes(doc.text))
             if on_docs:
                 on_docs(len(batch))
     finally:
         for w in writers.values():
             w.close()
 
+    shards = [np.memmap(out / sh["file"], dtype=dtype, mode="r") for sh in writers["train"].stats.shards if sh["tokens"]]
+    index = CopyIndex.build(shards, train_lines)
+    index.save(out / INDEX_FILE)
     shutil.copyfile(tokenizer_path, out / "tokenizer.json")
     meta = {
         "format_version": FORMAT_VERSION,
@@ -164,6 +172,8 @@ def prepare(
         "split_by": split_by,
         "val_fraction": cfg.val_fraction,
         "splits": {s: asdict(w.stats) for s, w in writers.items()},
+        "copy_index": {"file": INDEX_FILE, "window": WINDOW, "stride": STRIDE, "min_line_chars": MIN_LINE_CHARS,
+                       "windows": len(index.windows), "lines": len(index.lines)},
     }
     (out / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
     return meta

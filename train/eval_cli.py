@@ -1,0 +1,209 @@
+"""`codecomplete-train eval | baseline | report`: is a model any good, and better than counting?"""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import numpy as np
+import typer
+
+from engine.errors import CodecompleteError
+from train.progress import console, make_progress
+from train.report import METRIC_ROWS, fmt
+
+EVAL_FILE = "eval.json"
+
+
+def is_ngram(path: Path) -> bool:
+    config = path / "config.json"
+    try:
+        return json.loads(config.read_text()).get("kind") == "ngram"
+    except (OSError, ValueError):
+        return False
+
+
+def train_ids(data: Path) -> np.ndarray:
+    from train.data import TokenShards
+
+    shards = TokenShards(data, "train")
+    if not shards.tokens:
+        raise CodecompleteError(f"{data} has an empty training split; prepare more code")
+    return np.concatenate([np.asarray(a) for a in shards.arrays])
+
+
+def run_baseline(data: Path, out: Path | None, order: int = 4) -> Any:
+    from engine.tokenizer import Tokenizer
+    from train.ngram import NgramConfig, NgramModel
+
+    tokenizer = Tokenizer.from_file(data / "tokenizer.json")
+    t0 = time.perf_counter()
+    with console.status(f"counting {order}-grams in the training split of {data}"):
+        model = NgramModel.train(train_ids(data), tokenizer, NgramConfig(order=order))
+    console.print(f"n-gram baseline: {model.tokens:,} tokens, contexts per length {[len(t.keys) for t in model.tables]} "
+                  f"({time.perf_counter() - t0:.0f} s)")
+    if out is not None:
+        model.save(out, str(data))
+        console.print(f"wrote {out}")
+    return model
+
+
+def _data_of(checkpoint: Path) -> Path | None:
+    """The prepared folder a checkpoint was trained on, from its provenance."""
+    if is_ngram(checkpoint):
+        data = json.loads((checkpoint / "config.json").read_text()).get("data")
+    else:
+        from engine.checkpoint import read_config
+
+        data = read_config(checkpoint).get("provenance", {}).get("data")
+    return Path(data) if data and (Path(data) / "meta.json").is_file() else None
+
+
+def run_eval(
+    checkpoint: Path,
+    data: Path | None = None,
+    corpus: Path | None = None,
+    baseline: Path | None = None,
+    use_baseline: bool = True,
+    out: Path | None = None,
+    device: str = "cpu",
+    threads: int | None = None,
+    **config: Any,
+) -> dict:
+    from engine.completion import CompletionEngine
+    from engine.copy_index import INDEX_FILE, CopyIndex
+    from train.corpus import iter_documents
+    from train.evaluate import (
+        EvalConfig,
+        EvalResult,
+        encode_documents,
+        evaluate,
+        lm_metrics,
+        split_documents,
+    )
+    from train.ngram import NgramCompleter
+
+    cfg = EvalConfig(**config)
+    if data is None and corpus is None:
+        data = _data_of(checkpoint)
+        if data is None:
+            raise CodecompleteError(f"say what to evaluate on: --data DATA (its validation split) or --corpus FOLDER; {checkpoint} names no prepared folder that exists")
+    train_data = data or _data_of(checkpoint)
+
+    systems: dict[str, Any] = {}
+    if is_ngram(checkpoint):
+        systems["model"] = NgramCompleter.from_path(checkpoint)
+    else:
+        systems["model"] = CompletionEngine.from_checkpoint(checkpoint, device, threads=threads, min_score=-1e9)
+    tokenizer = systems["model"].tokenizer
+    if use_baseline:
+        if baseline is not None:
+            systems["baseline"] = NgramCompleter.from_path(baseline)
+        elif train_data is not None:
+            console.print(f"no --baseline given: counting one from {train_data} (save one with `codecomplete-train baseline`)")
+            systems["baseline"] = NgramCompleter(run_baseline(train_data, None))
+        else:
+            console.print("[yellow]no n-gram baseline: pass --baseline or --data")
+
+    if corpus is not None:
+        docs = [d.text for d in iter_documents(corpus)]
+        source = {"corpus": str(corpus), "documents": len(docs)}
+    else:
+        assert data is not None
+        docs = split_documents(data, "val", tokenizer)
+        source = {"data": str(data), "split": "val", "documents": len(docs)}
+    if not docs:
+        raise CodecompleteError("no held-out documents to evaluate on")
+
+    index = None
+    if train_data is not None and (train_data / INDEX_FILE).is_file():
+        index = CopyIndex.load(train_data / INDEX_FILE)
+    else:
+        console.print("[yellow]no copy index beside the training data (prepare writes one): memorisation is not measured")
+
+    lm: dict[str, float] = {}
+    if "model" in systems and isinstance(systems["model"], CompletionEngine):
+        with console.status("language-modelling metrics"):
+            if corpus is not None:
+                ids, n_bytes = encode_documents(tokenizer, docs)
+            else:
+                from train.data import TokenShards
+
+                val = TokenShards(data, "val")
+                ids, n_bytes = np.concatenate([np.asarray(a) for a in val.arrays]), val.bytes
+            lm = lm_metrics(systems["model"].model, ids, n_bytes, cfg.lm_tokens)
+
+    with make_progress("cases") as progress:
+        task = progress.add_task("eval", total=(cfg.line_cases + cfg.body_cases) * len(systems))
+        line, body, cases = evaluate(systems, docs, tokenizer, cfg, index, on_case=lambda k: progress.advance(task, k))
+        progress.update(task, completed=progress.tasks[0].total)
+    result = EvalResult(config=cfg.__dict__ | {"checkpoint": str(checkpoint)}, source=source | {"copy_index": index is not None}, lm=lm, line=line, body=body, cases=cases)
+    doc = result.to_dict()
+    out = out or checkpoint.parent / EVAL_FILE
+    out.write_text(json.dumps(doc, indent=1) + "\n")
+    print_tables(doc)
+    console.print(f"wrote {out}")
+    return doc
+
+
+def print_tables(doc: dict) -> None:
+    from rich.table import Table
+
+    if doc["lm"]:
+        lm = doc["lm"]
+        console.print(f"language modelling on {lm['tokens']:,} tokens: loss {lm['loss']:.3f}, perplexity {lm['perplexity']:.1f}, "
+                      f"{lm['bits_per_byte']:.3f} bits per byte, next-token accuracy {lm['next_token_accuracy']:.1%}")
+    for title, block in (("line completion (rest of the line)", doc["line"]), ("function bodies (first lines)", doc["body"])):
+        table = Table(title=title)
+        table.add_column("metric")
+        for name in block:
+            table.add_column(name, justify="right")
+        for key in METRIC_ROWS:
+            if all(key in s for s in block.values()):
+                table.add_row(key.replace("_", " "), *(fmt(key, s[key]) for s in block.values()))
+        console.print(table)
+
+
+def add_eval_commands(app: typer.Typer) -> None:
+    @app.command("eval")
+    def eval_cmd(
+        checkpoint: Annotated[Path, typer.Argument(help="Checkpoint folder (runs/X/best) or an n-gram baseline folder.")],
+        data: Annotated[Path | None, typer.Option(help="Prepared folder: evaluate on its validation split (default: the one the checkpoint trained on).")] = None,
+        corpus: Annotated[Path | None, typer.Option(help="Evaluate on this held-out corpus instead (collect folder or Parquet).")] = None,
+        baseline: Annotated[Path | None, typer.Option(help="n-gram baseline from `codecomplete-train baseline` (default: count one from the training data).")] = None,
+        no_baseline: Annotated[bool, typer.Option("--no-baseline", help="Skip the n-gram baseline.")] = False,
+        line_cases: Annotated[int, typer.Option(help="Line-completion cases.")] = 200,
+        body_cases: Annotated[int, typer.Option(help="Function-body cases.")] = 40,
+        n: Annotated[int, typer.Option(help="Candidates per line case (best-of-n).")] = 3,
+        body_lines: Annotated[int, typer.Option(help="Lines of a body that are scored.")] = 3,
+        lm_tokens: Annotated[int, typer.Option(help="Held-out tokens for loss and bits per byte.")] = 131_072,
+        seed: Annotated[int, typer.Option(help="Seed for choosing cases: the same seed, the same cases.")] = 0,
+        out: Annotated[Path | None, typer.Option(help="Where to write the JSON (default: eval.json beside the checkpoint).")] = None,
+        device: Annotated[str, typer.Option(help="auto, cuda, mps or cpu.")] = "cpu",
+        threads: Annotated[int | None, typer.Option(help="CPU threads (default: PyTorch's choice).")] = None,
+    ) -> None:
+        """Measure a model: loss and bits per byte, line and body completion against the n-gram baseline, loops, copies, latency."""
+        if data is not None and corpus is not None:
+            raise CodecompleteError("give --data or --corpus, not both")
+        run_eval(checkpoint, data, corpus, baseline, not no_baseline, out, device, threads, line_cases=line_cases, body_cases=body_cases,
+                 n=n, body_lines=body_lines, lm_tokens=lm_tokens, seed=seed)
+
+    @app.command("baseline")
+    def baseline_cmd(
+        data: Annotated[Path, typer.Argument(help="Prepared folder: the n-gram counts its training split.")],
+        out: Annotated[Path, typer.Option(help="Folder for the baseline (ngram.npz, tokenizer.json, config.json).")] = Path("runs/ngram"),
+        order: Annotated[int, typer.Option(help="Tokens per n-gram (context = order - 1).")] = 4,
+    ) -> None:
+        """Count an n-gram model (with backoff) on the training split: the baseline every evaluation shows."""
+        run_baseline(data, out, order)
+
+    @app.command("report")
+    def report_cmd(
+        run: Annotated[Path, typer.Argument(help="Run folder (with metrics.jsonl, and eval.json from `eval`).")],
+    ) -> None:
+        """Write RUN/report.md with plots: loss and learning rate, exact match by prefix length, latency."""
+        from train.report import write_report
+
+        path = write_report(run)
+        console.print(f"wrote {path} and its plots")
