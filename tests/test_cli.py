@@ -1,6 +1,7 @@
 """The README's commands, run as a user runs them."""
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -57,10 +58,13 @@ def test_resume_continues_a_run_from_its_saved_config(tmp_path: Path, prepared: 
 def test_quickstart_runs_the_pipeline_and_resumes(tmp_path: Path) -> None:
     code = write_python_tree(tmp_path / "code", n_repos=2, files_per_repo=4, seed=3)
     out = tmp_path / "qs"
-    args = ("quickstart", code, "--out", out, "--minutes", 0.05, "--preset", "tiny", "--vocab-size", 400, "--device", "cpu")
+    args = ("quickstart", code, "--out", out, "--minutes", 0.05, "--preset", "tiny", "--vocab-size", 400, "--device", "cpu", "--eval-cases", 6)
     first = invoke(*args)
     setting = [line for line in first.splitlines() if '"codecomplete.checkpoint"' in line]
     assert setting and str((out / "run" / "best").resolve()) in setting[0]
+    evaluation = json.loads((out / "run" / "eval.json").read_text())  # evaluated against the n-gram baseline
+    assert set(evaluation["line"]) == {"model", "baseline"} and evaluation["line"]["model"]["cases"] == 6
+    assert "| exact match |" in (out / "run" / "report.md").read_text()
     shards = sorted(p.stat().st_mtime_ns for p in (out / "corpus").glob("*.parquet"))
     invoke(*args)  # again: earlier steps are kept, training resumes
     assert sorted(p.stat().st_mtime_ns for p in (out / "corpus").glob("*.parquet")) == shards
@@ -108,3 +112,15 @@ def test_greedy_sample_is_repeatable_python_text(tmp_path: Path, prepared: dict[
     a = run_sample(run / "best", "import os\n", n=2, max_new_tokens=12, temperature=0, device="cpu")
     assert a == run_sample(run / "best", "import os\n", n=2, max_new_tokens=12, temperature=0, device="cpu")
     assert a[0] == a[1]  # greedy: every row the same
+
+
+def test_quickstart_defaults_to_the_standard_library_and_site_packages() -> None:
+    import sysconfig
+
+    from train.cli import default_code_folders
+
+    folders = default_code_folders()
+    stdlib, site = Path(sysconfig.get_paths()["stdlib"]), Path(sysconfig.get_paths()["purelib"])
+    assert folders[0] == stdlib
+    assert any(site == f or f in site.parents for f in folders)  # site-packages walked, once
+    assert not any(a != b and a in b.parents for a in folders for b in folders)

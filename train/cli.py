@@ -34,8 +34,13 @@ PRESET_HELP = f"Model size: {', '.join(PRESETS)} (tiny is for tests, small train
 
 
 def default_code_folders() -> list[Path]:
-    """The running Python's standard library (site-packages included, as it lies below it)."""
-    return [Path(sysconfig.get_paths()["stdlib"])]
+    """The running Python's standard library and site-packages (once, where one holds the other)."""
+    paths = sysconfig.get_paths()
+    folders: list[Path] = []
+    for p in (Path(paths["stdlib"]), Path(paths["purelib"]), Path(paths["platlib"])):
+        if p.is_dir() and not any(p == f or f in p.parents for f in folders):
+            folders.append(p)
+    return folders
 
 
 # -- collect ---------------------------------------------------------------------------------
@@ -293,39 +298,51 @@ def complete_cmd(
 
 
 # -- quickstart ------------------------------------------------------------------------------
+QUICKSTART_PROMPT = "def read_json(path):\n"
+
+
 @app.command("quickstart")
 def quickstart_cmd(
-    folders: Annotated[list[Path] | None, typer.Argument(help="Folders of Python code (default: this Python's standard library).")] = None,
-    out: Annotated[Path, typer.Option(help="Folder for corpus/, tokenizer.json, data/ and the run.")] = Path("runs/quickstart"),
+    folders: Annotated[list[Path] | None, typer.Argument(help="Folders of Python code (default: this Python's standard library and site-packages).")] = None,
+    out: Annotated[Path, typer.Option(help="Folder for corpus/, tokenizer.json, data/ and run/.")] = Path("runs/quickstart"),
     minutes: Annotated[float, typer.Option(help="Training budget in minutes.")] = 10.0,
     preset: Annotated[str, typer.Option(help=PRESET_HELP)] = "small",
     vocab_size: Annotated[int, typer.Option(help="Tokenizer vocabulary size.")] = 16384,
+    eval_cases: Annotated[int, typer.Option(help="Line-completion cases in the evaluation (a fifth as many function bodies).")] = 100,
     device: Annotated[str, typer.Option(help="auto, cuda, mps or cpu.")] = "auto",
     overwrite: Annotated[bool, typer.Option(help="Delete --out and start over (default: resume the steps already done there).")] = False,
 ) -> None:
-    """Collect, train a tokenizer, prepare, train and sample in one go; run it again to resume."""
+    """Collect, train a tokenizer, prepare, train, evaluate against the n-gram baseline and write the report; run it again to resume."""
+    from train.eval_cli import run_eval
+    from train.progress import pipeline
+    from train.report import write_report
+
     t0 = time.perf_counter()
     folders = folders or default_code_folders()
     if overwrite and out.exists():
         shutil.rmtree(out)
-    # Each step is skipped when its output exists, so running the same command again resumes.
-    console.rule(f"1/5 collect {', '.join(map(str, folders))}")
-    if not (out / "corpus" / "summary.json").exists():
-        run_collect(folders, out / "corpus")
-    console.rule("2/5 tokenizer")
-    if not (out / "tokenizer.json").exists():
-        run_tokenizer(out / "corpus", out / "tokenizer.json", vocab_size)
-    console.rule("3/5 prepare")
-    if not (out / "data" / "meta.json").exists():
-        run_prepare(out / "corpus", out / "tokenizer.json", out / "data")
-    console.rule("4/5 train")
-    cfg = TrainConfig(data=str(out / "data"), out=str(out / "run"), preset=preset, minutes=minutes, device=device)
-    run_train(cfg, resume=(out / "run" / "last").exists())
-    console.rule("5/5 sample")
-    best = (out / "run" / "best").resolve()
-    for text in run_sample(best, "def read_json(path):\n", n=1, max_new_tokens=64, temperature=0.2, device=device):
-        typer.echo("def read_json(path):\n" + text)
-    console.print(f"done in {(time.perf_counter() - t0) / 60:.1f} min. Point your editor at the model with the setting:")
+    data, run = out / "data", out / "run"
+    cfg = TrainConfig(data=str(data), out=str(run), preset=preset, minutes=minutes, device=device)
+    # Each step is skipped when its output exists, so running the same command again resumes;
+    # training resumes from its last checkpoint, and evaluation follows whatever training did.
+    steps = [
+        ("collect", out / "corpus" / "summary.json", lambda: run_collect(folders, out / "corpus")),
+        ("tokenizer", out / "tokenizer.json", lambda: run_tokenizer(out / "corpus", out / "tokenizer.json", vocab_size)),
+        ("prepare", data / "meta.json", lambda: run_prepare(out / "corpus", out / "tokenizer.json", data)),
+        ("train", None, lambda: run_train(cfg, resume=(run / "last").exists())),
+        ("evaluate", None, lambda: run_eval(run / "best", data=data, device=device, line_cases=eval_cases, body_cases=max(eval_cases // 5, 1))),
+        ("report", None, lambda: write_report(run)),
+    ]
+    with pipeline("quickstart", len(steps)) as (progress, overall):
+        for i, (name, done, step) in enumerate(steps, 1):
+            progress.update(overall, description=f"quickstart {i}/{len(steps)}: {name}")
+            if done is None or not done.exists():
+                step()
+            progress.advance(overall)
+    best = (run / "best").resolve()
+    for text in run_sample(best, QUICKSTART_PROMPT, n=1, max_new_tokens=64, temperature=0.2, device=device):
+        typer.echo(QUICKSTART_PROMPT + text)
+    console.print(f"done in {(time.perf_counter() - t0) / 60:.1f} min; report: {run / 'report.md'}. Point your editor at the model with the setting:")
     typer.echo(f'"codecomplete.checkpoint": "{best}"')
 
 

@@ -135,9 +135,10 @@ def run_eval(
             lm = lm_metrics(systems["model"].model, ids, n_bytes, cfg.lm_tokens)
 
     with make_progress("cases") as progress:
-        task = progress.add_task("eval", total=(cfg.line_cases + cfg.body_cases) * len(systems))
+        total = (cfg.line_cases + cfg.body_cases) * len(systems)
+        task = progress.add_task("eval", total=total)
         line, body, cases = evaluate(systems, docs, tokenizer, cfg, index, on_case=lambda k: progress.advance(task, k))
-        progress.update(task, completed=progress.tasks[0].total)
+        progress.update(task, completed=total)  # fewer documents than cases: the bar still ends full
     result = EvalResult(config=cfg.__dict__ | {"checkpoint": str(checkpoint)}, source=source | {"copy_index": index is not None}, lm=lm, line=line, body=body, cases=cases)
     doc = result.to_dict()
     out = out or checkpoint.parent / EVAL_FILE
