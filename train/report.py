@@ -147,5 +147,5 @@ def write_report(run: Path) -> Path:
         lines += ["## Function bodies (first lines)", "", *_summary_table(evaluation["body"]), ""]
         lines += [f"Cases drawn with seed {evaluation['config']['seed']} from {json.dumps(evaluation['source'])}.", ""]
     out = run / "report.md"
-    out.write_text("\n".join(lines))
+    out.write_text("\n".join(lines) + "\n")
     return out
