@@ -1,13 +1,20 @@
 from __future__ import annotations
 
+import errno
 import json
 import math
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
 import torch
 from safetensors.torch import load_file
 
+import train.run_folder
 from engine.checkpoint import load_checkpoint
 from engine.errors import CodecompleteError
 from train.loop import TrainConfig, Trainer, lr_at
@@ -82,7 +89,7 @@ def test_a_non_finite_gradient_skips_the_step(prepared: dict[str, Path], tmp_pat
     assert trainer.step == 3
 
 
-def test_repeated_nan_steps_stop_with_a_clear_message(prepared: dict[str, Path], tmp_path: Path) -> None:
+def test_repeated_nan_steps_before_a_checkpoint_stop_with_a_clear_message(prepared: dict[str, Path], tmp_path: Path) -> None:
     trainer = Trainer(tiny_config(prepared, tmp_path / "run", max_bad_steps=3))
     with torch.no_grad():
         trainer.model.transformer.ln_f.weight.fill_(float("nan"))
@@ -109,3 +116,100 @@ def test_schedule_warms_up_then_decays_to_the_floor() -> None:
 def test_a_budget_is_required(prepared: dict[str, Path], tmp_path: Path) -> None:
     with pytest.raises(CodecompleteError, match="budget"):
         Trainer(tiny_config(prepared, tmp_path / "run", max_steps=None))
+
+
+# -- faults --------------------------------------------------------------------------------
+def train_cli(*args: str | Path) -> subprocess.Popen[str]:
+    cmd = [sys.executable, "-m", "train.cli", "train", *map(str, args)]
+    return subprocess.Popen(cmd, env={**os.environ, "OMP_NUM_THREADS": "1"}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def test_sigterm_writes_a_checkpoint_and_exits_cleanly(prepared: dict[str, Path], tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    proc = train_cli(prepared["data"], "--out", run, "--preset", "tiny", "--block-size", 32, "--batch-size", 2,
+                     "--max-steps", 100_000, "--eval-every", 3, "--eval-tokens", 128, "--log-every", 1, "--device", "cpu")
+    deadline = time.monotonic() + 120
+    while not (run / "trainer_state.pt").exists():  # wait for a first checkpoint: the run is under way
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()[1][-2000:]
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 0, stderr
+    (stopped,) = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if '"stopped"' in line]
+    assert stopped["signal"] == "SIGTERM" and f"stopped by SIGTERM at step {stopped['step']}" in " ".join(stderr.split())
+    assert load_checkpoint(run / "last").provenance["step"] == stopped["step"]
+    assert torch.load(run / "trainer_state.pt", weights_only=True)["step"] == stopped["step"]
+
+
+def break_weights(run: Path) -> None:
+    path = run / "last" / "model.safetensors"
+    path.write_bytes(path.read_bytes()[:100])  # half-written
+
+
+def break_state(run: Path) -> None:
+    (run / "trainer_state.pt").unlink()  # killed between the renames of a save
+
+
+@pytest.mark.parametrize("damage", [break_weights, break_state])
+def test_a_damaged_latest_checkpoint_falls_back_to_the_previous_one(prepared: dict[str, Path], tmp_path: Path, damage) -> None:
+    Trainer(tiny_config(prepared, tmp_path / "run")).run()  # last/: step 6, prev/: step 3
+    finished = {k: v.clone() for k, v in weights(tmp_path / "run").items()}  # not views of the file damaged next
+    damage(tmp_path / "run")
+    events: list[dict] = []
+    trainer = Trainer(tiny_config(prepared, tmp_path / "run"), resume=True, report=events.append)
+    (warning,) = [e for e in events if e["event"] == "warning"]
+    assert trainer.step == 3 and "run/last" in warning["message"] and "resumed from" in warning["message"]
+    assert (tmp_path / "run" / "last.bad").exists()  # set aside, never rotated over the good prev/
+    trainer.run()  # steps 4 to 6 again, on the same data
+    again = weights(tmp_path / "run")
+    assert all(torch.equal(finished[k], again[k]) for k in finished)
+
+
+def test_a_full_disk_is_one_clear_line_and_loses_nothing(prepared: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    real_save = train.run_folder.save_checkpoint
+
+    def full_after_step_3(path, model, tokenizer, provenance):
+        if provenance["step"] > 3:
+            (Path(path).parent / "partial").write_bytes(b"x")  # what a full disk leaves behind, in spirit
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_save(path, model, tokenizer, provenance)
+
+    monkeypatch.setattr(train.run_folder, "save_checkpoint", full_after_step_3)
+    with pytest.raises(CodecompleteError, match="disk is full") as err:
+        Trainer(tiny_config(prepared, tmp_path / "run")).run()
+    assert "\n" not in str(err.value) and "--resume" in str(err.value)
+    run = tmp_path / "run"
+    assert load_checkpoint(run / "last").provenance["step"] == 3  # the checkpoint before is whole
+    assert torch.load(run / "trainer_state.pt", weights_only=True)["step"] == 3
+    assert not [p.name for p in run.iterdir() if p.name.startswith(".")]  # nothing half-staged left
+
+
+def poison_from(trainer: Trainer, step: int, until_rollback: bool) -> None:
+    """A gradient hook that plants NaN from a step on (until the learning rate was lowered)."""
+    def nan_grad(grad: torch.Tensor) -> torch.Tensor:
+        if trainer.step >= step and not (until_rollback and trainer.lr_scale < 1):
+            return torch.full_like(grad, float("nan"))
+        return grad
+
+    trainer.model.transformer.ln_f.weight.register_hook(nan_grad)
+
+
+def test_repeated_nan_steps_roll_back_and_lower_the_learning_rate(prepared: dict[str, Path], tmp_path: Path) -> None:
+    events: list[dict] = []
+    trainer = Trainer(tiny_config(prepared, tmp_path / "run", max_bad_steps=3), report=events.append)
+    poison_from(trainer, 4, until_rollback=True)
+    trainer.run()
+    (rollback,) = [e for e in events if e["event"] == "rollback"]
+    assert rollback == {"event": "rollback", "step": 3, "from_step": 4, "lr_scale": 0.5}
+    steps = [e for e in events if e["event"] == "step"]
+    assert [e["step"] for e in steps] == [1, 2, 3, 4, 4, 5, 6]  # step 4 done again after the rollback
+    assert all(e["lr"] == pytest.approx(0.5 * lr_at(trainer.cfg, e["step"] - 1, (e["step"] - 1) / 6)) for e in steps[4:])
+    assert torch.load(tmp_path / "run" / "trainer_state.pt", weights_only=True)["lr_scale"] == 0.5  # a resume keeps it
+
+
+def test_nan_steps_after_the_rollback_give_up_with_a_clear_message(prepared: dict[str, Path], tmp_path: Path) -> None:
+    trainer = Trainer(tiny_config(prepared, tmp_path / "run", max_bad_steps=3))
+    poison_from(trainer, 4, until_rollback=False)
+    with pytest.raises(CodecompleteError, match=r"3 steps in a row .*NaN.* again after rolling back .*--lr"):
+        trainer.run()
+    assert load_checkpoint(tmp_path / "run" / "last").provenance["step"] == 3

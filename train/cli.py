@@ -161,9 +161,25 @@ def prepare_cmd(
 
 # -- train -----------------------------------------------------------------------------------
 def run_train(cfg: Any, resume: bool = False) -> dict:
+    """Train in this process, or as one of torchrun's processes (rank 0 alone prints)."""
+    from train import distributed
     from train.loop import Trainer
 
-    trainer = Trainer(cfg, resume=resume)
+    try:
+        if not distributed.is_main_process():
+            return Trainer(cfg, resume=resume).run()
+        return _train_with_progress(cfg, resume)
+    except CodecompleteError:
+        if not distributed.is_main_process():  # rank 0 prints the same one line
+            raise SystemExit(1) from None
+        raise
+    finally:
+        distributed.teardown()
+
+
+def _train_with_progress(cfg: Any, resume: bool) -> dict:
+    from train.loop import Trainer
+
     by_steps = cfg.max_steps is not None and (cfg.minutes is None)
     with make_progress("steps" if by_steps else None) as progress:
         total = cfg.max_steps if by_steps else cfg.minutes * 60
@@ -172,7 +188,8 @@ def run_train(cfg: Any, resume: bool = False) -> dict:
 
         def report(event: dict) -> None:
             if event["event"] == "start":
-                console.print(f"training {event['params'] / 1e6:.1f}M parameters on {event['device']}: "
+                on = f"{event['processes']} processes on {event['device'].split(':')[0]}" if event["processes"] > 1 else event["device"]
+                console.print(f"training {event['params'] / 1e6:.1f}M parameters on {on}: "
                               f"{event['train_tokens']:,} train tokens, {event['val_tokens']:,} validation tokens")
             elif event["event"] == "step":
                 state["loss"] = f"{event['loss']:.3f} ({event['tok_per_s']:,.0f} tok/s)"
@@ -180,47 +197,59 @@ def run_train(cfg: Any, resume: bool = False) -> dict:
                 state["val"] = f"{event['val_loss']:.3f} ({event['val_bpb']:.3f} bpb)"
             elif event["event"] == "bad_step":
                 console.print(f"[yellow]step {event['step']}: non-finite loss or gradient, skipped ({event['consecutive']} in a row)")
-            if "step" in event:
-                done = event["step"] if by_steps else trainer.elapsed
-                progress.update(task, completed=done, description=f"train loss {state['loss']} val {state['val']}")
+            elif event["event"] == "rollback":
+                console.print(f"[yellow]rolled back from step {event['from_step']} to the checkpoint of step {event['step']}; "
+                              f"learning rate x{event['lr_scale']:g} from now on")
+            elif event["event"] == "warning":
+                console.print(f"[yellow]warning: {event['message']}", highlight=False)
+            if "elapsed" in event:
+                progress.update(task, completed=event["step"] if by_steps else event["elapsed"],
+                                description=f"train loss {state['loss']} val {state['val']}")
 
-        trainer.report = report
-        final = trainer.run()
+        final = Trainer(cfg, resume=resume, report=report).run()
+    out = Path(cfg.out)
+    if final["event"] == "stopped":
+        console.print(f"stopped by {final['signal']} at step {final['step']}; wrote {out / 'last'}: continue with the same command and --resume")
+        raise typer.Exit(0)  # a clean stop, also for commands that would go on after training
     console.print(f"step {final['step']}: validation loss {final['val_loss']:.4f}, {final['val_bpb']:.4f} bits per byte")
-    console.print(f"wrote {Path(cfg.out) / 'best'} (lowest validation loss) and {Path(cfg.out) / 'last'}; metrics in {Path(cfg.out) / 'metrics.jsonl'}")
+    console.print(f"wrote {out / 'best'} (lowest validation loss) and {out / 'last'}; metrics in {out / 'metrics.jsonl'}")
     return final
 
 
 @app.command("train")
 def train_cmd(
     data: Annotated[Path, typer.Argument(help="Folder written by `prepare`.")],
-    out: Annotated[Path, typer.Option(help="Run folder: best/, last/, metrics.jsonl, tb/, trainer state.")] = Path("runs/small"),
+    out: Annotated[Path, typer.Option(help="Run folder: best/, last/, prev/, metrics.jsonl, tb/, trainer state.")] = Path("runs/small"),
     preset: Annotated[str, typer.Option(help=PRESET_HELP)] = "small",
     minutes: Annotated[float | None, typer.Option(help="Wall-clock budget; the learning rate decays over it.")] = None,
     max_steps: Annotated[int | None, typer.Option(help="Optimizer-step budget (with --minutes, whichever ends first).")] = None,
     batch_size: Annotated[int, typer.Option(help="Sequences per micro-batch.")] = TRAIN_DEFAULTS.batch_size,
-    grad_accum: Annotated[int, typer.Option(help="Micro-batches per optimizer step.")] = TRAIN_DEFAULTS.grad_accum,
+    grad_accum: Annotated[int, typer.Option(help="Micro-batches per optimizer step, shared out over torchrun's processes.")] = TRAIN_DEFAULTS.grad_accum,
     lr: Annotated[float, typer.Option(help="Peak learning rate.")] = TRAIN_DEFAULTS.lr,
     warmup_steps: Annotated[int, typer.Option(help="Steps of linear warmup.")] = TRAIN_DEFAULTS.warmup_steps,
     block_size: Annotated[int | None, typer.Option(help="Context length in tokens (default: the preset's).")] = None,
     fim_rate: Annotated[float, typer.Option(help="Share of documents turned into fill-in-the-middle examples.")] = TRAIN_DEFAULTS.fim_rate,
     eval_every: Annotated[int, typer.Option(help="Evaluate and write checkpoints every N steps.")] = TRAIN_DEFAULTS.eval_every,
     eval_tokens: Annotated[int, typer.Option(help="Validation tokens per evaluation.")] = TRAIN_DEFAULTS.eval_tokens,
+    log_every: Annotated[int, typer.Option(help="Write the loss to metrics.jsonl every N steps.")] = TRAIN_DEFAULTS.log_every,
     device: Annotated[str, typer.Option(help="auto, cuda, mps or cpu.")] = "auto",
     seed: Annotated[int, typer.Option(help="Seed for initialisation and data order.")] = TRAIN_DEFAULTS.seed,
     resume: Annotated[bool, typer.Option(help="Continue the run in --out from its last checkpoint (budgets count the whole run).")] = False,
     overfit_batch: Annotated[bool, typer.Option(help="Sanity check: train on one batch; the loss should fall near zero.")] = False,
+    fsdp: Annotated[bool, typer.Option(help="Under torchrun: shard weights, gradients and optimizer state over the processes (FSDP2), for models that do not fit one device.")] = False,
+    compile: Annotated[bool, typer.Option(help="torch.compile the training step (faster on GPUs after a minute of compiling).")] = False,
 ) -> None:
-    """Train the transformer; writes OUT/best and OUT/last checkpoints."""
+    """Train the transformer; writes OUT/best and OUT/last checkpoints. Under torchrun: data-parallel over its processes."""
     from train.loop import load_train_config
 
     if resume and (out / "train_config.json").exists():
-        cfg = load_train_config(out, minutes=minutes, max_steps=max_steps, device=device)
+        cfg = load_train_config(out, minutes=minutes, max_steps=max_steps, device=device, fsdp=fsdp, compile=compile)
     else:
         cfg = TrainConfig(
             data=str(data), out=str(out), preset=preset, block_size=block_size, max_steps=max_steps, minutes=minutes,
             batch_size=batch_size, grad_accum=grad_accum, lr=lr, warmup_steps=warmup_steps, fim_rate=fim_rate,
-            eval_every=eval_every, eval_tokens=eval_tokens, seed=seed, device=device, overfit_batch=overfit_batch,
+            eval_every=eval_every, eval_tokens=eval_tokens, log_every=log_every, seed=seed, device=device,
+            overfit_batch=overfit_batch, fsdp=fsdp, compile=compile,
         )
     run_train(cfg, resume=resume)
 

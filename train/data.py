@@ -1,7 +1,9 @@
 """Training batches from token shards: random windows, fill-in-the-middle, fixed eval windows.
 
-A batch depends only on (seed, step, micro-step, rank), never on what came before, so a
-resumed run sees exactly the data an uninterrupted one would have seen.
+A batch depends only on (seed, step, micro-step), never on what came before, so a resumed run
+sees exactly the data an uninterrupted one would have seen. Under torchrun each rank takes its
+share of a step's micro-steps (train.distributed.micro_steps), so the data order does not
+depend on the number of processes either.
 """
 from __future__ import annotations
 
@@ -95,5 +97,6 @@ class TokenShards:
         return spans
 
 
-def batch_rng(seed: int, step: int, micro: int = 0, rank: int = 0) -> np.random.Generator:
-    return np.random.default_rng([seed, step, micro, rank])
+def batch_rng(seed: int, step: int, micro: int = 0) -> np.random.Generator:
+    # The trailing 0 (once a rank) keeps the stream of runs started before ranks shared micro-steps.
+    return np.random.default_rng([seed, step, micro, 0])

@@ -1,9 +1,15 @@
-"""The training loop: AdamW, warmup + cosine, accumulation, evaluation, NaN guard, resume."""
+"""The training loop: AdamW, warmup + cosine, accumulation, evaluation, NaN rollback, resume.
+
+One process or many under torchrun (train.distributed): every rank runs this loop on its share
+of each step's micro-batches; rank 0 alone logs and writes the run folder (train.run_folder).
+"""
 from __future__ import annotations
 
 import json
 import math
 import os
+import signal
+import threading
 import time
 from collections.abc import Callable
 from contextlib import nullcontext
@@ -12,17 +18,17 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
 
-from engine.checkpoint import load_checkpoint, save_checkpoint
-from engine.device import pick_device
 from engine.errors import CodecompleteError
 from engine.model import GPT, PRESETS, config_from_preset
 from engine.tokenizer import Tokenizer
+from train import distributed, run_folder
 from train.data import FimTokens, TokenShards, batch_rng
 
-STATE_FILE = "trainer_state.pt"
 CONFIG_FILE = "train_config.json"
 METRICS_FILE = "metrics.jsonl"
+ROLLBACK_LR_FACTOR = 0.5
 
 
 @dataclass
@@ -47,10 +53,12 @@ class TrainConfig:
     eval_every: int = 100
     eval_tokens: int = 65_536
     log_every: int = 10
-    max_bad_steps: int = 20  # consecutive non-finite steps before giving up
+    max_bad_steps: int = 20  # consecutive non-finite steps before a rollback (a second time: give up)
     seed: int = 1337
     device: str = "auto"
     overfit_batch: bool = False
+    fsdp: bool = False  # shard parameters, gradients and optimizer state over torchrun's processes
+    compile: bool = False  # torch.compile the training forward/backward
 
 
 Report = Callable[[dict[str, Any]], None]
@@ -77,15 +85,44 @@ def _write_json_atomic(path: Path, obj: Any) -> None:
     os.replace(tmp, path)
 
 
+class StopSignals:
+    """SIGINT/SIGTERM ask the loop to write a checkpoint and stop after the current step.
+
+    A second Ctrl-C stops at once, without saving. Handlers can only be set from the main
+    thread; elsewhere signals keep their usual meaning.
+    """
+
+    def __init__(self) -> None:
+        self.received: str | None = None
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> StopSignals:
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        self._previous.clear()
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.received == "SIGINT" and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.received = signal.Signals(signum).name
+
+
 class Trainer:
     def __init__(self, cfg: TrainConfig, resume: bool = False, report: Report | None = None) -> None:
         if cfg.max_steps is None and cfg.minutes is None:
             raise CodecompleteError("give a budget: --max-steps N and/or --minutes M")
         if cfg.preset not in PRESETS:
             raise CodecompleteError(f"unknown preset {cfg.preset!r}; choose one of {', '.join(PRESETS)}")
-        self.cfg, self.report = cfg, report or (lambda event: None)
+        self.dist, self.device = distributed.setup(cfg.device)
+        self.micro = distributed.micro_steps(cfg.grad_accum, self.dist)
+        self.cfg, self.report = cfg, (report or (lambda event: None)) if self.dist.is_main else (lambda event: None)
         self.out, data = Path(cfg.out), Path(cfg.data)
-        self.device = pick_device(cfg.device)
         self.tokenizer = Tokenizer.from_file(data / "tokenizer.json")
         self.train_data, self.val_data = TokenShards(data, "train"), TokenShards(data, "val")
         overrides = {"block_size": cfg.block_size} if cfg.block_size else {}
@@ -95,61 +132,75 @@ class Trainer:
         ids = self.tokenizer.special_ids
         self.fim = FimTokens(ids["fim_prefix"], ids["fim_suffix"], ids["fim_middle"], ids["eot"])
 
-        self.step, self.elapsed, self.best_val, self.bad_steps = 0, 0.0, math.inf, 0
-        if (self.out / "last").exists() and not resume:
+        self.step, self.elapsed, self.best_val, self.bad_steps, self.lr_scale = 0, 0.0, math.inf, 0, 1.0
+        if not resume and any((self.out / slot).exists() for slot, _ in run_folder.SLOTS):
             raise CodecompleteError(f"{self.out} already holds a run; pass --resume to continue it or choose another --out")
         torch.manual_seed(cfg.seed)
-        if resume and (self.out / "last").exists():
-            self.model = load_checkpoint(self.out / "last", self.device).model
-            self.model.train()
-            self.optimizer = make_optimizer(self.model, cfg, self.device)
-            self._load_state()
-        else:
-            self.model = GPT(model_config).to(self.device)
-            self.optimizer = make_optimizer(self.model, cfg, self.device)
-        self.out.mkdir(parents=True, exist_ok=True)
-        _write_json_atomic(self.out / CONFIG_FILE, asdict(cfg))
+        self.config = model_config
+        self.model = distributed.wrap(GPT(model_config), self.device, cfg.fsdp)
+        self.optimizer = make_optimizer(self.model, cfg, self.device)
+        # Only the training step is compiled: evaluation's shapes differ and would recompile.
+        self.forward = torch.compile(self.model) if cfg.compile else self.model
         self.autocast = torch.autocast("cuda", dtype=torch.bfloat16) if self.device.type == "cuda" else nullcontext()
         self.eval_spans = self.val_data.eval_windows(model_config.block_size, cfg.eval_tokens)
-        self.tb = _tensorboard(self.out / "tb")
+        self.signals, self.stop_agreed = StopSignals(), False
+        self.tb = None
+        if self.dist.is_main:
+            self.out.mkdir(parents=True, exist_ok=True)
+            _write_json_atomic(self.out / CONFIG_FILE, asdict(cfg))
+            self.tb = _tensorboard(self.out / "tb")
+        if resume:
+            self._restore()
+        # Wall time, evaluation included, is what --minutes promises; a resumed run continues it.
+        self._clock = time.perf_counter() - self.elapsed
 
-    # -- state ---------------------------------------------------------------------------
-    def _load_state(self) -> None:
-        path = self.out / STATE_FILE
-        try:
-            state = torch.load(path, map_location=self.device, weights_only=True)
-        except (OSError, RuntimeError, EOFError) as e:
-            raise CodecompleteError(f"{path} is missing or unreadable ({e}); start a new run with another --out") from e
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.step, self.elapsed = int(state["step"]), float(state["elapsed"])
-        self.best_val, self.bad_steps = float(state["best_val"]), int(state["bad_steps"])
-        torch.set_rng_state(state["torch_rng"].cpu())
+    # -- the run folder ------------------------------------------------------------------
+    def _restore(self) -> bool:
+        """Load the newest intact slot (last/, else prev/ with a warning); False when there is none yet."""
+        if not any((self.out / name).exists() for slot in run_folder.SLOTS for name in slot):
+            return False
+        problems = []
+        for slot, state_file in run_folder.SLOTS:
+            try:
+                weights, state = run_folder.read_slot(self.out, slot, state_file, self.config)
+            except CodecompleteError as e:
+                problems.append(f"{self.out / slot}: {e}")
+                continue
+            distributed.load_state(self.model, self.optimizer, weights, state["optimizer"])
+            self.step, self.elapsed, self.best_val = int(state["step"]), float(state["elapsed"]), float(state["best_val"])
+            self.lr_scale = float(state.get("lr_scale", 1.0))
+            torch.set_rng_state(state["torch_rng"])
+            if problems:
+                self._log({"event": "warning", "step": self.step, "message": f"{problems[0]}; resumed from {self.out / slot} (step {self.step}) instead"})
+                if self.dist.is_main:
+                    run_folder.set_aside(self.out, run_folder.SLOTS[0])
+            return True
+        raise CodecompleteError(f"no intact checkpoint to resume from ({'; '.join(problems)}); start a new run with another --out")
 
     def _provenance(self, metrics: dict[str, float]) -> dict[str, Any]:
         c = self.cfg
         return {"step": self.step, "tokens_seen": self.tokens_seen, **metrics, "data": c.data, "preset": c.preset, "fim_rate": c.fim_rate}
 
     def _save(self, metrics: dict[str, float], best: bool) -> None:
-        """last/ (and best/ when it improved), then the trainer state that goes with last/."""
-        save_checkpoint(self.out / "last", self.model, self.tokenizer, self._provenance(metrics))
-        if best:
-            save_checkpoint(self.out / "best", self.model, self.tokenizer, self._provenance(metrics))
-        state = {
-            "step": self.step,
-            "elapsed": self.elapsed,
-            "best_val": self.best_val,
-            "bad_steps": self.bad_steps,
-            "optimizer": self.optimizer.state_dict(),
-            "torch_rng": torch.get_rng_state(),
-        }
-        tmp = self.out / (STATE_FILE + ".tmp")
-        torch.save(state, tmp)
-        os.replace(tmp, self.out / STATE_FILE)
+        """Every rank calls this (FSDP gathers the weights); rank 0 writes, and all learn whether it could."""
+        model = distributed.model_for_saving(self.model, self.dist)
+        optimizer = distributed.optimizer_state(self.model, self.optimizer)
+        failure = None
+        if self.dist.is_main:
+            state = {"step": self.step, "elapsed": self.elapsed, "best_val": self.best_val, "lr_scale": self.lr_scale,
+                     "optimizer": optimizer, "torch_rng": torch.get_rng_state()}
+            try:
+                run_folder.write_slot(self.out, model, self.tokenizer, state, self._provenance(metrics), best)
+            except (OSError, SafetensorError) as e:
+                failure = run_folder.write_failure(e, self.out)
+        failure = distributed.broadcast_from_main(failure)
+        if failure:
+            raise CodecompleteError(failure)
 
     # -- loop ----------------------------------------------------------------------------
     @property
     def tokens_per_step(self) -> int:
-        return self.cfg.batch_size * self.cfg.grad_accum * self.model.config.block_size
+        return self.cfg.batch_size * self.cfg.grad_accum * self.config.block_size
 
     @property
     def tokens_seen(self) -> int:
@@ -164,45 +215,55 @@ class Trainer:
     def _batch(self, micro: int) -> tuple[torch.Tensor, torch.Tensor]:
         step = 0 if self.cfg.overfit_batch else self.step
         fim_rate = 0.0 if self.cfg.overfit_batch else self.cfg.fim_rate
-        x, y = self.train_data.random_batch(batch_rng(self.cfg.seed, step, micro), self.cfg.batch_size, self.model.config.block_size, fim_rate, self.fim)
+        x, y = self.train_data.random_batch(batch_rng(self.cfg.seed, step, micro), self.cfg.batch_size, self.config.block_size, fim_rate, self.fim)
         return x.to(self.device), y.to(self.device)
 
     def train_step(self) -> float | None:
-        """One optimizer step; None when the loss or gradients were not finite (step skipped)."""
-        lr = lr_at(self.cfg, self.step, self.progress())
+        """One optimizer step; None when the loss or gradients were not finite (step skipped).
+
+        Also agrees with the other ranks on the elapsed time (the schedule and the budget must
+        be the same everywhere) and on whether a stop signal arrived (self.stop_agreed).
+        """
+        lr = lr_at(self.cfg, self.step, self.progress()) * self.lr_scale
         for group in self.optimizer.param_groups:
             group["lr"] = lr
-        total = 0.0
-        for micro in range(self.cfg.grad_accum):
+        total = torch.zeros((), device=self.device)
+        for micro in self.micro:
             x, y = self._batch(micro)
-            with self.autocast:
-                _, loss = self.model(x, y)
-            (loss / self.cfg.grad_accum).backward()
-            total += loss.item() / self.cfg.grad_accum
-        norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
-        if not (math.isfinite(total) and math.isfinite(norm.item())):
+            with distributed.gradient_sync(self.model, last=micro == self.micro[-1]):
+                with self.autocast:
+                    _, loss = self.forward(x, y)
+                (loss / len(self.micro)).backward()
+            total += loss.detach() / len(self.micro)
+        norm = distributed.local_value(torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)).item()
+        mean, self.stop_agreed, self.elapsed = distributed.agree(total, self.signals.received is not None, time.perf_counter() - self._clock)
+        if not (math.isfinite(mean) and math.isfinite(norm)):
             self.optimizer.zero_grad(set_to_none=True)
             return None
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
-        self._last_lr, self._last_norm = lr, norm.item()
-        return total
+        self._last_lr, self._last_norm = lr, norm
+        return mean
 
     @torch.no_grad()
     def evaluate(self) -> dict[str, float]:
-        self.model.eval()
-        T, losses = self.model.config.block_size, []
+        """Every rank evaluates the same windows: FSDP needs all of them in each forward."""
+        model = distributed.unwrap(self.model)
+        model.eval()
+        T, losses = self.config.block_size, []
         for i in range(0, len(self.eval_spans), self.cfg.batch_size):
             rows = torch.stack([torch.from_numpy(self.val_data.window(s, o, T + 1)) for s, o in self.eval_spans[i : i + self.cfg.batch_size]])
             with self.autocast:
-                _, loss = self.model(rows[:, :-1].to(self.device), rows[:, 1:].to(self.device))
+                _, loss = model(rows[:, :-1].to(self.device), rows[:, 1:].to(self.device))
             losses.append((loss.item(), rows.size(0)))
-        self.model.train()
+        model.train()
         val_loss = sum(loss * n for loss, n in losses) / sum(n for _, n in losses)
         bits_per_byte = val_loss / math.log(2) * self.val_data.tokens / max(self.val_data.bytes, 1)
         return {"val_loss": val_loss, "val_bpb": bits_per_byte}
 
     def _log(self, record: dict[str, Any]) -> None:
+        if not self.dist.is_main:
+            return
         with open(self.out / METRICS_FILE, "a") as fh:
             fh.write(json.dumps(record) + "\n")
         for k, v in record.items():
@@ -217,39 +278,53 @@ class Trainer:
 
     def run(self) -> dict[str, Any]:
         self.model.train()
-        self.report({"event": "start", "step": self.step, "params": self.model.num_params(), "device": str(self.device),
-                     "train_tokens": self.train_data.tokens, "val_tokens": self.val_data.tokens, "max_steps": self.cfg.max_steps,
-                     "minutes": self.cfg.minutes})
+        self.report({"event": "start", "step": self.step, "params": distributed.unwrap(self.model).num_params(), "device": str(self.device),
+                     "processes": self.dist.world_size, "train_tokens": self.train_data.tokens, "val_tokens": self.val_data.tokens,
+                     "max_steps": self.cfg.max_steps, "minutes": self.cfg.minutes})
         window_t, window_tokens = time.perf_counter(), 0
-        while self._budget_left():
-            t0 = time.perf_counter()
-            loss = self.train_step()
-            if loss is None:
-                self.elapsed += time.perf_counter() - t0
-                self.bad_steps += 1
-                self.report({"event": "bad_step", "step": self.step, "consecutive": self.bad_steps})
-                if self.bad_steps >= self.cfg.max_bad_steps:
-                    raise CodecompleteError(
-                        f"{self.bad_steps} steps in a row had a NaN/Inf loss or gradient at step {self.step}; "
-                        f"lower --lr (now {self.cfg.lr}) and resume from {self.out / 'last'}"
-                    )
-                continue
-            self.bad_steps = 0
-            self.step += 1
-            window_tokens += self.tokens_per_step
-            if self.step % self.cfg.log_every == 0 or self.step == 1:
-                now = time.perf_counter()
-                self._log({"event": "step", "step": self.step, "loss": loss, "lr": self._last_lr, "grad_norm": self._last_norm,
-                           "tokens": self.tokens_seen, "tok_per_s": window_tokens / (now - window_t), "elapsed": self.elapsed})
-                window_t, window_tokens = now, 0
-            # wall time, evaluation included, is what --minutes promises
-            self.elapsed += time.perf_counter() - t0
-            if self.step % self.cfg.eval_every == 0 and self._budget_left():
-                t0 = time.perf_counter()
-                self._eval_and_save()
-                self.elapsed += time.perf_counter() - t0
-                window_t, window_tokens = time.perf_counter(), 0
-        return self._eval_and_save()
+        with self.signals:
+            while self._budget_left():
+                loss = self.train_step()
+                if loss is None:
+                    self.bad_steps += 1
+                    self.report({"event": "bad_step", "step": self.step, "consecutive": self.bad_steps})
+                    if self.bad_steps >= self.cfg.max_bad_steps:
+                        self._roll_back()
+                else:
+                    self.bad_steps = 0
+                    self.step += 1
+                    window_tokens += self.tokens_per_step
+                    if self.step % self.cfg.log_every == 0 or self.step == 1:
+                        now = time.perf_counter()
+                        self._log({"event": "step", "step": self.step, "loss": loss, "lr": self._last_lr, "grad_norm": self._last_norm,
+                                   "tokens": self.tokens_seen, "tok_per_s": window_tokens / (now - window_t), "elapsed": self.elapsed})
+                        window_t, window_tokens = now, 0
+                    if self.step % self.cfg.eval_every == 0 and self._budget_left():
+                        self._eval_and_save()
+                        window_t, window_tokens = time.perf_counter(), 0
+                if self.stop_agreed:
+                    return self._stop_and_save()
+            return self._eval_and_save()
+
+    def _roll_back(self) -> None:
+        """Too many non-finite steps in a row: back to the last good checkpoint at a lower learning rate, once."""
+        what = f"{self.bad_steps} steps in a row had a NaN/Inf loss or gradient at step {self.step}"
+        if self.lr_scale < 1:
+            raise CodecompleteError(f"{what}, again after rolling back and lowering the learning rate to {self.cfg.lr * self.lr_scale:g}; "
+                                    f"check the data or start again with a lower --lr (now {self.cfg.lr})")
+        elapsed, at = self.elapsed, self.step
+        if not self._restore():
+            raise CodecompleteError(f"{what}, before the first checkpoint; start again with a lower --lr (now {self.cfg.lr})")
+        self.elapsed, self.bad_steps = elapsed, 0  # the time spent still counts against --minutes
+        self.lr_scale *= ROLLBACK_LR_FACTOR
+        self._log({"event": "rollback", "step": self.step, "from_step": at, "lr_scale": self.lr_scale})
+
+    def _stop_and_save(self) -> dict[str, Any]:
+        self._save({}, best=False)
+        record = {"event": "stopped", "step": self.step, "tokens": self.tokens_seen, "elapsed": self.elapsed,
+                  "signal": self.signals.received or "a signal to another process"}
+        self._log(record)
+        return record
 
     def _eval_and_save(self) -> dict[str, Any]:
         metrics = self.evaluate()
