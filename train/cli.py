@@ -209,7 +209,7 @@ def _train_with_progress(cfg: Any, resume: bool) -> dict:
         final = Trainer(cfg, resume=resume, report=report).run()
     out = Path(cfg.out)
     if final["event"] == "stopped":
-        console.print(f"stopped by {final['signal']} at step {final['step']}; wrote {out / 'last'}: continue with the same command and --resume")
+        console.print(f"stopped by {final['signal']} at step {final['step']}; wrote {out / 'last'}; to continue, run the same command again (`train` with --resume)")
         raise typer.Exit(0)  # a clean stop, also for commands that would go on after training
     console.print(f"step {final['step']}: validation loss {final['val_loss']:.4f}, {final['val_bpb']:.4f} bits per byte")
     console.print(f"wrote {out / 'best'} (lowest validation loss) and {out / 'last'}; metrics in {out / 'metrics.jsonl'}")

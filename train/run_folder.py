@@ -63,6 +63,8 @@ def set_aside(out: Path, names: tuple[str, ...]) -> None:
 def write_slot(out: Path, model: GPT, tokenizer: Tokenizer, state: dict[str, Any], provenance: dict[str, Any], best: bool) -> None:
     """Stage last/ and its state in full, then rotate by renames: last -> prev, staged -> last."""
     staged, staged_state = (out / name for name in STAGED)
+    for leftover in [*out.glob(".*.tmp-*"), *out.glob(".*.old-*")]:  # engine.checkpoint's, from a killed save
+        shutil.rmtree(leftover, ignore_errors=True)
     try:
         save_checkpoint(staged, model, tokenizer, provenance)
         with open(staged_state, "wb") as fh:
