@@ -164,4 +164,7 @@ def optimizer_state(model: torch.nn.Module, optimizer: torch.optim.Optimizer) ->
 def load_state(model: torch.nn.Module, optimizer: torch.optim.Optimizer, weights: dict[str, torch.Tensor], optim: dict[str, Any]) -> None:
     """Put full weights and optimizer state (as read from disk on every rank) into the wrapped model."""
     set_model_state_dict(model, weights, options=LOAD)
+    if optim["param_groups"] and all(isinstance(p, int) for p in optim["param_groups"][0]["params"]):
+        optimizer.load_state_dict(optim)  # keyed by position: written before runs went multi-process
+        return
     set_optimizer_state_dict(model, optimizer, optim, options=LOAD)
