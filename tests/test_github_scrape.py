@@ -362,7 +362,7 @@ def test_progress_shows_the_time_left_while_waiting(tmp_path: Path, clock: FakeC
             yield progress
 
     def sleep(seconds: float) -> None:
-        seen.append(progresses[0].tasks[0].description)
+        seen.append(progresses[0].progress.tasks[0].description)
         clock.sleep(seconds)
 
     monkeypatch.setattr(cli, "make_progress", capture)
