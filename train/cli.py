@@ -345,6 +345,7 @@ def quickstart_cmd(
     from train.eval_cli import run_eval
     from train.progress import pipeline
     from train.report import write_report
+    from train.run_folder import SLOTS
 
     t0 = time.perf_counter()
     folders = folders or default_code_folders()
@@ -358,7 +359,7 @@ def quickstart_cmd(
         ("collect", out / "corpus" / "summary.json", lambda: run_collect(folders, out / "corpus")),
         ("tokenizer", out / "tokenizer.json", lambda: run_tokenizer(out / "corpus", out / "tokenizer.json", vocab_size)),
         ("prepare", data / "meta.json", lambda: run_prepare(out / "corpus", out / "tokenizer.json", data)),
-        ("train", None, lambda: run_train(cfg, resume=(run / "last").exists())),
+        ("train", None, lambda: run_train(cfg, resume=any((run / slot).exists() for slot, _ in SLOTS))),
         ("evaluate", None, lambda: run_eval(run / "best", data=data, device=device, line_cases=eval_cases, body_cases=max(eval_cases // 5, 1))),
         ("report", None, lambda: write_report(run)),
     ]
