@@ -194,11 +194,26 @@ class GPT(nn.Module):
         if cache is not None:
             cache.pos += T
         x = self.transformer.ln_f(x[:, -1:] if last_only else x)
-        logits = self.lm_head(x)  # (B, T, vocab)
+        if x.device.type == "cpu" and not torch.is_grad_enabled():
+            logits = x @ self._head_t()  # (B, T, vocab)
+        else:
+            logits = self.lm_head(x)
         loss = None
         if targets is not None:
             loss = F.cross_entropy(logits.float().view(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-1)
         return logits, loss
+
+    def _head_t(self) -> torch.Tensor:
+        """The output projection as a contiguous (C, vocab) copy, rebuilt when the weights change.
+
+        Decoding multiplies a few rows by it; on CPU, MKL does that ~3x faster in this layout than
+        in F.linear's (vocab, C) one, and it is a third of a decoding step.
+        """
+        w = self.lm_head.weight
+        key = (w.data_ptr(), w._version, w.dtype)
+        if getattr(self, "_head_t_key", None) != key:
+            self._head_t_cache, self._head_t_key = w.detach().t().contiguous(), key
+        return self._head_t_cache
 
     def new_cache(self, batch_size: int, max_len: int | None = None) -> KVCache:
         p = self.transformer.wte.weight

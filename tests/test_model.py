@@ -130,10 +130,27 @@ def test_targets_of_minus_one_are_ignored(model: GPT) -> None:
     torch.testing.assert_close(part, first_half)
 
 
+def test_inference_logits_equal_training_logits_and_follow_weight_updates() -> None:
+    torch.manual_seed(0)
+    model = GPT(config_from_preset("tiny", 320))
+    x = torch.randint(0, 320, (2, 16))
+    opt = torch.optim.SGD(model.parameters(), lr=0.5)
+    for _ in range(2):  # the transposed head copy must be rebuilt after each in-place update
+        with torch.no_grad():
+            fast, _ = model(x)
+        slow, loss = model(x, x)
+        torch.testing.assert_close(fast, slow.detach(), rtol=1e-5, atol=1e-5)
+        loss.backward()
+        opt.step()
+        opt.zero_grad()
+    with torch.no_grad():
+        assert not torch.allclose(model(x)[0], fast)
+
+
 # --- presets ------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("preset, millions", [("small", 10), ("base", 100), ("large", 350)])
+@pytest.mark.parametrize("preset, millions", [("mini", 6), ("small", 10), ("base", 100), ("large", 350)])
 def test_preset_sizes(preset: str, millions: int) -> None:
     with torch.device("meta"):
         model = GPT(config_from_preset(preset, 16384))
