@@ -79,6 +79,7 @@ def test_quickstart_runs_the_pipeline_and_resumes(tmp_path: Path) -> None:
         (("sample", "{tmp}/empty"), "lacks config.json"),
         (("train", "{tmp}/empty", "--max-steps", "1"), "tokenizer file"),
         (("eval", "{tmp}/empty", "--data", "{tmp}/empty"), "lacks config.json"),
+        (("eval", "{tmp}/empty", "--corpus", "{tmp}/missing"), "does not exist"),
         (("baseline", "{tmp}/empty"), "tokenizer file"),
         (("report", "{tmp}/empty"), "no metrics.jsonl"),
     ],

@@ -85,6 +85,8 @@ def run_eval(
     from train.ngram import NgramCompleter
 
     cfg = EvalConfig(**config)
+    if corpus is not None and not corpus.exists():  # before loading anything
+        raise CodecompleteError(f"{corpus} does not exist; pass a corpus folder from `collect` or a Parquet file")
     if data is None and corpus is None:
         data = _data_of(checkpoint)
         if data is None:
