@@ -141,10 +141,4 @@ local function main()
   report.server_info = client.server_info
 end
 
-local ok, err = xpcall(main, debug.traceback)
-watchdog:stop()
-if not ok then
-  report.error = tostring(err)
-  log('ERROR %s', err)
-end
-H.finish(report, ok and 0 or 1)
+H.run(main, report, watchdog)

@@ -28,6 +28,17 @@ return function(name, step_ms)
     vim.cmd('cquit ' .. code)
   end
 
+  --- Run main; stop the watchdog; put any error (with its traceback) in the report; finish.
+  function H.run(main, report, watchdog)
+    local ok, err = xpcall(main, debug.traceback)
+    watchdog:stop()
+    if not ok then
+      report.error = tostring(err)
+      H.log('ERROR %s', err)
+    end
+    H.finish(report, ok and 0 or 1)
+  end
+
   --- fn()'s first value that is not nil/false, polled every 10 ms; an error after STEP_MS.
   --- (A deadline of its own: fn may wait inside, e.g. in request_sync, which stretches vim.wait's.)
   function H.wait_for(what, fn)

@@ -191,10 +191,4 @@ local function main()
   assert(scenarios[SCENARIO], 'unknown E2E_SCENARIO ' .. SCENARIO)(opts)
 end
 
-local ok, err = xpcall(main, debug.traceback)
-watchdog:stop()
-if not ok then
-  report.error = tostring(err)
-  log('ERROR %s', err)
-end
-H.finish(report, ok and 0 or 1)
+H.run(main, report, watchdog)
