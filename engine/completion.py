@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 
 from engine.checkpoint import load_checkpoint
+from engine.context_ngrams import ContextNgrams
 from engine.copy_index import CopyIndex
 from engine.decoding import Cancelled, Decoded, DecodeParams, Decoder
 from engine.device import pick_device
@@ -26,6 +27,7 @@ from engine.tokenizer import Tokenizer
 
 __all__ = ["Cancelled", "Candidate", "CompletionEngine"]
 
+CONTEXT_WEIGHT = 0.5  # the most the prompt's own n-grams may weigh against the model
 DTYPES = {"cuda": torch.bfloat16, "mps": torch.float16, "cpu": torch.float32}
 
 
@@ -71,8 +73,9 @@ class EngineStats:
 
 class CompletionEngine:
     def __init__(self, model: GPT, tokenizer: Tokenizer, *, fim: bool = True, min_score: float = -3.0, cache_entries: int = 4,
-                 copy_index: CopyIndex | None = None) -> None:
+                 copy_index: CopyIndex | None = None, context_weight: float = CONTEXT_WEIGHT) -> None:
         self.model, self.tokenizer = model.eval(), tokenizer
+        self.context_weight = context_weight  # 0: the model alone; see engine/context_ngrams.py
         self.copy_index = copy_index  # when set, suggestions that copy training code are dropped
         self.decoder = Decoder(model, tokenizer)
         self.fim, self.min_score, self.cache_entries = fim, min_score, cache_entries
@@ -104,7 +107,8 @@ class CompletionEngine:
         top_p: float | None = None,
         top_k: int | None = None,
         num_beams: int = 1,
-        max_lines: int = 8,
+        max_lines: int | None = 8,
+        seed: int | None = 0,
         cancel: threading.Event | None = None,
         deadline: float | None = None,
     ) -> list[Candidate]:
@@ -116,14 +120,14 @@ class CompletionEngine:
         t0 = time.perf_counter()
         crlf = "\r\n" in prefix or "\r\n" in suffix
         prefix, suffix = prefix.replace("\r\n", "\n"), suffix.replace("\r\n", "\n")
-        key = (n, max_new_tokens, multiline, temperature, top_p, top_k, num_beams, max_lines)
+        key = (n, max_new_tokens, multiline, temperature, top_p, top_k, num_beams, max_lines, seed)
         self.stats = EngineStats()
         reused = self._from_earlier_answer(prefix, suffix, key)
         if reused is not None:
             self.stats.from_earlier_answer = True
             candidates = reused
         else:
-            params = DecodeParams(n=n, max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p, num_beams=num_beams)
+            params = DecodeParams(n=n, max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p, num_beams=num_beams, seed=seed)
             decoded = self._decode(prefix, suffix, params, StopRule.at_cursor(prefix, multiline, max_lines), cancel, deadline)
             candidates = self._rank(decoded, suffix, n)
             if "deadline" not in self.stats.reasons:  # an answer cut short is not one to keep serving
@@ -164,7 +168,8 @@ class CompletionEngine:
         self._start_hint = prompt.prefix_start
         entry = self._prefill(prompt.ids)
         try:
-            decoded = self.decoder.decode(entry.cache, entry.logits, params, prompt.heal, stop.cut, cancel, deadline)
+            context = ContextNgrams(prompt.ids, self.decoder.stop_ids, self.context_weight) if self.context_weight > 0 else None
+            decoded = self.decoder.decode(entry.cache, entry.logits, params, prompt.heal, stop.cut, cancel, deadline, context)
         except Cancelled:
             self._prefills.pop(id(entry), None)  # a cancelled request leaves nothing behind
             raise

@@ -13,10 +13,24 @@ from dataclasses import dataclass, field
 
 import torch
 
+from engine.context_ngrams import ContextNgrams
 from engine.healing import TokenHealer, remaining
 from engine.model import GPT, KVCache
-from engine.sampling import filter_logits
 from engine.tokenizer import Tokenizer
+
+
+def filter_logits(logits: torch.Tensor, temperature: float, top_k: int | None = None, top_p: float | None = None) -> torch.Tensor:
+    """(B, V) logits -> scaled logits with the excluded tokens at -inf."""
+    logits = logits.float() / max(temperature, 1e-6)
+    if top_k is not None and top_k < logits.size(-1):
+        kth = torch.topk(logits, top_k, dim=-1).values[:, -1:]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if top_p is not None and top_p < 1.0:
+        sorted_logits, order = torch.sort(logits, descending=True, dim=-1)
+        cum = sorted_logits.softmax(-1).cumsum(-1)
+        drop = cum - sorted_logits.softmax(-1) > top_p  # keep the smallest set whose mass reaches top_p
+        logits = logits.masked_fill(drop.scatter(-1, order, drop), float("-inf"))
+    return logits
 
 
 class Cancelled(Exception):
@@ -125,10 +139,14 @@ class Decoder:
         stop: Callable[[str], int | None],
         cancel: threading.Event | None = None,
         deadline: float | None = None,
+        context: ContextNgrams | None = None,
     ) -> list[Decoded]:
-        """cache: the prompt prefilled as one row; logits: (1, V) for its last position."""
+        """cache: the prompt prefilled as one row; logits: (1, V) for its last position.
+
+        context, when given, mixes the prompt's own n-grams into every step's distribution.
+        """
         if params.num_beams > 1:
-            return self._beam(cache, logits, params, heal, stop, cancel, deadline)
+            return self._beam(cache, logits, params, heal, stop, cancel, deadline, context)
         n = params.n
         cache = cache.expand(n)
         logits = logits.float().expand(n, -1)
@@ -142,6 +160,8 @@ class Decoder:
                 for r in rows:
                     r.done = r.done or "deadline"
                 break
+            if context is not None:
+                logits = context.mix(logits, [r.ids for r in rows])
             scores = self.masked(logits, rows)
             logp = torch.log_softmax(logits, dim=-1)
             if params.temperature <= 0:
@@ -164,7 +184,7 @@ class Decoder:
         return [self.finish(r, heal) for r in rows]
 
     def _beam(self, cache: KVCache, logits: torch.Tensor, params: DecodeParams, heal: bytes, stop: Callable[[str], int | None],
-              cancel: threading.Event | None, deadline: float | None) -> list[Decoded]:
+              cancel: threading.Event | None, deadline: float | None, context: ContextNgrams | None) -> list[Decoded]:
         """Beam search over length-normalised log-probability; finished beams leave the beam."""
         width = params.num_beams
         beams, finished = [Row(pending=heal)], []
@@ -175,6 +195,8 @@ class Decoder:
                 for b in beams:
                     b.done = "deadline"
                 break
+            if context is not None:
+                logits = context.mix(logits, [b.ids for b in beams])
             logp = torch.log_softmax(self.masked(logits, beams), dim=-1)  # (beams, V)
             total = logp + torch.tensor([b.logprob for b in beams], device=logp.device).unsqueeze(1)
             top = torch.topk(total.flatten(), min(2 * width, total.numel()))

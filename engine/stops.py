@@ -25,13 +25,18 @@ class StopRule:
     multiline: bool
     block_indent: int  # lines indented less than this leave the cursor's block
     opens_block: bool  # the cursor line ends with ':' (the body comes next, deeper)
-    max_lines: int = 8
+    max_lines: int | None = 8  # None: the whole block, blank lines and all
+    fresh_line: bool = False  # the cursor starts the body's first line (a blank line after the header)
 
     @classmethod
-    def at_cursor(cls, prefix: str, multiline: bool, max_lines: int = 8) -> StopRule:
-        line = prefix.rsplit("\n", 1)[-1]
+    def at_cursor(cls, prefix: str, multiline: bool, max_lines: int | None = 8) -> StopRule:
+        before, _, line = prefix.rpartition("\n")
         if line.strip():
             return cls(multiline, indent_of(line), line.rstrip().endswith(":"), max_lines)
+        header = next((ln for ln in reversed(before.split("\n")) if ln.strip()), "")
+        if header.rstrip().endswith(":") and len(line) <= indent_of(header):
+            # Left of a block's body (a fresh line after `def f():`): the body comes first, deeper.
+            return cls(multiline, indent_of(header), True, max_lines, fresh_line=True)
         # On a blank or indentation-only line the cursor column is the block's indentation.
         return cls(multiline, len(line), False, max_lines)
 
@@ -49,17 +54,23 @@ class StopRule:
         lines = text.split("\n")
         complete = lines[:-1]  # the last line may still grow
         seen_content = bool(complete and complete[0].strip())
+        # A body's first line sets its indentation; a line left of it has left the body.
+        body_indent = indent_of(complete[0]) if self.opens_block and self.fresh_line and seen_content else None
         offset = len(complete[0]) + 1 if complete else 0
         for i, line in enumerate(complete[1:], start=1):
             if not line.strip():
-                if seen_content:  # a blank line after content ends the thought
+                if seen_content and self.max_lines is not None:  # a blank line after content ends the thought
                     return offset - 1
             else:
                 floor = self.block_indent + 1 if self.opens_block else self.block_indent
+                if body_indent is not None:
+                    floor = max(floor, body_indent)
                 if seen_content and (indent_of(line) < floor or (indent_of(line) <= self.block_indent and line.lstrip().startswith(NEW_DEFINITION))):
                     return offset - 1  # left the block, or started the next def/class beside it
+                if self.opens_block and body_indent is None:
+                    body_indent = indent_of(line)
                 seen_content = True
-            if i >= self.max_lines:
+            if self.max_lines is not None and i >= self.max_lines:
                 return offset - 1
             offset += len(line) + 1
         return None

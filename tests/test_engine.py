@@ -278,6 +278,39 @@ def test_greedy_rows_start_with_distinct_tokens_that_retype_the_heal(random_mode
         assert retyped[len(heal) :].decode(errors="ignore").startswith(out[row].text)
 
 
+@torch.no_grad()
+def test_greedy_row_matches_an_uncached_greedy_loop(random_model: GPT, tok: Tokenizer) -> None:
+    prompt = [tok.eot_id, *tok.encode("import os\n")]
+    seq = list(prompt)
+    while len(seq) < len(prompt) + 40:
+        logits, _ = random_model(torch.tensor([seq]))
+        nxt = int(logits[0, -1].argmax())
+        if nxt in tok.special_ids.values():
+            break
+        seq.append(nxt)
+    reference = seq[len(prompt) :]
+    cache, logits = prefill(random_model, prompt)
+    row = Decoder(random_model, tok).decode(cache, logits, DecodeParams(n=3, max_new_tokens=40), b"", lambda text: None)[0]
+    assert row.n_tokens >= 10 and len(set(reference[: row.n_tokens])) > 1  # a constant continuation would prove little
+    assert tok.decode(reference[: row.n_tokens]).startswith(row.text)
+
+
+def test_seeded_sampling_is_repeatable(random_model: GPT, tok: Tokenizer) -> None:
+    def sample(seed: int) -> list[str]:
+        engine = CompletionEngine(random_model, tok, min_score=float("-inf"))  # fresh: no earlier answer to reuse
+        return [c.text for c in engine.complete("import os\n", "", n=4, max_new_tokens=16, multiline=True, temperature=1.0, seed=seed)]
+
+    a = sample(1)
+    assert a == sample(1) and a != sample(2)
+    assert len(a) > 1  # the rows are sampled independently
+
+
+def test_a_tiny_top_p_decodes_greedily(random_model: GPT, tok: Tokenizer) -> None:
+    greedy = decode(random_model, tok, "import os\n", DecodeParams(n=1, max_new_tokens=24), multiline=True)[0]
+    nucleus = decode(random_model, tok, "import os\n", DecodeParams(n=3, max_new_tokens=24, temperature=1.0, top_p=1e-6, seed=5), multiline=True)
+    assert greedy.n_tokens > 3 and all(d.text == greedy.text for d in nucleus)
+
+
 def healing_positions(tok: Tokenizer) -> list[int]:
     """Cursor positions inside one of DOC's tokens whose start is itself a token (`count_w|ords`)."""
     ids, offsets = tok.encode_with_offsets(DOC)

@@ -1,12 +1,12 @@
-"""Model and sampling on a tiny random GPT: KV-cache parity, overfitting, presets, generate()."""
+"""The model on a tiny random GPT: KV-cache parity, overfitting, presets, logit filters."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
+from engine.decoding import filter_logits
 from engine.model import GPT, PRESETS, config_from_preset, padded_vocab_size
-from engine.sampling import filter_logits, generate
 
 TOKENIZER_VOCAB = 300
 
@@ -52,20 +52,6 @@ def test_cached_decoding_matches_full_forward(model: GPT) -> None:
 
     last, _ = model(idx, last_only=True)
     torch.testing.assert_close(last, full[:, -1:], atol=1e-5, rtol=0)
-
-
-@torch.no_grad()
-def test_greedy_generate_equals_uncached_greedy_loop(model: GPT) -> None:
-    prompt = random_ids(12, seed=2)[0].tolist()
-    seq = list(prompt)
-    for _ in range(40):
-        logits, _ = model(torch.tensor([seq]))
-        seq.append(int(logits[0, -1].argmax()))
-    reference = seq[len(prompt) :]
-    assert len(set(reference)) > 1  # a constant continuation would prove little
-
-    out = generate(model, prompt, n=3, max_new_tokens=40, temperature=0)
-    assert out == [reference] * 3
 
 
 @torch.no_grad()
@@ -173,55 +159,7 @@ def test_presets_and_overrides() -> None:
         config_from_preset("huge", 300)
 
 
-# --- sampling -----------------------------------------------------------------------------
-
-
-def test_generate_with_seed_is_repeatable(model: GPT) -> None:
-    prompt = random_ids(5, seed=7)[0].tolist()
-    kwargs = {"n": 4, "max_new_tokens": 20, "temperature": 1.0, "top_p": 0.95}
-    a = generate(model, prompt, seed=123, **kwargs)
-    assert a == generate(model, prompt, seed=123, **kwargs)
-    assert a != generate(model, prompt, seed=124, **kwargs)
-    assert len({tuple(r) for r in a}) > 1  # the n rows are sampled independently
-    assert all(len(r) == 20 for r in a)
-
-
-def test_stop_ids_end_a_row_and_are_excluded(model: GPT) -> None:
-    prompt = random_ids(5, seed=8)[0].tolist()
-    kwargs = {"n": 4, "max_new_tokens": 24, "temperature": 1.5, "top_p": None, "seed": 9}
-    free = generate(model, prompt, **kwargs)
-    stop = free[0][6]
-    stopped = generate(model, prompt, stop_ids=frozenset({stop}), **kwargs)
-    for full, cut in zip(free, stopped):
-        expected = full[: full.index(stop)] if stop in full else full
-        assert cut == expected
-        assert stop not in cut
-    assert len(stopped[0]) <= 6
-
-
-def test_generate_stops_early_when_every_row_is_done(model: GPT) -> None:
-    prompt = random_ids(5, seed=10)[0].tolist()
-    first = generate(model, prompt, n=2, max_new_tokens=1, temperature=0)[0][0]
-    assert generate(
-        model, prompt, n=2, max_new_tokens=50, temperature=0, stop_ids=frozenset({first})
-    ) == [[], []]
-
-
-def test_tiny_top_p_is_greedy(model: GPT) -> None:
-    prompt = random_ids(6, seed=11)[0].tolist()
-    greedy = generate(model, prompt, n=1, max_new_tokens=30, temperature=0)
-    nucleus = generate(model, prompt, n=3, max_new_tokens=30, temperature=1.0, top_p=1e-6, seed=0)
-    assert nucleus == greedy * 3
-
-
-def test_generate_keeps_within_block_size(model: GPT) -> None:
-    block = model.config.block_size
-    prompt = random_ids(block, seed=12)[0].tolist()
-    out = generate(model, prompt, n=2, max_new_tokens=10, temperature=0)
-    assert [len(r) for r in out] == [10, 10]
-    assert len(generate(model, [0], n=1, max_new_tokens=2 * block, temperature=0)[0]) == block - 1
-    with pytest.raises(ValueError, match="prompt token"):
-        generate(model, [], n=1)
+# --- logit filters -------------------------------------------------------------------------
 
 
 def test_filter_logits_top_k_and_top_p() -> None:

@@ -46,11 +46,22 @@ STOP_CASES = [
     ("for i in range(3):\n    ", True, 2, "a = 1\n    b = 2\n    c = 3\n    d = 4\n", "a = 1\n    b = 2"),
     ("for i in range(3):\n    ", True, 3, "a = 1\n    b = 2\n    c = 3\n    d = 4\n", "a = 1\n    b = 2\n    c = 3"),
     ("for i in range(3):\n    ", True, 3, "a = 1\n    b = 2\n    c = 3", None),
+    # the whole block (max_lines None): blank lines inside it and any length, up to the dedent
+    ("def area(width, height):", True, None, BODY + "\n\n    return 0\n" + "    x = 1\n" * 20 + "y = 2\n",
+     BODY + "\n\n    return 0\n" + "    x = 1\n" * 19 + "    x = 1"),
+    ("def area(width, height):", True, None, BODY + "\n\n\ndef other():\n", BODY + "\n\n"),
+    # a fresh line after a block's header, left of its body: the body, then the dedent ends it
+    ("def area(width, height):\n", True, None, BODY[1:] + "\n\nprint(area(2, 3))\n", BODY[1:] + "\n"),
+    ("class A:\n    def f(self):\n", True, 8, "        return 1\n    def g(self):\n", "        return 1"),
+    # the body's first line sets its indentation: a line left of it is not in the body
+    ("def f():", True, None, "\n        return 1\n    x = 2\n", "\n        return 1"),
+    ("def f():\n", True, None, "        if x:\n            y()\n        return 1\n    z = 2\n", "        if x:\n            y()\n        return 1"),
+    ("    x = compute(", True, 8, "a,\n            b)\n    y = 2\nz = 3\n", "a,\n            b)\n    y = 2"),  # not a body: no effect
 ]
 
 
 @pytest.mark.parametrize(("prefix", "multiline", "max_lines", "text", "kept"), STOP_CASES)
-def test_stop_rule(prefix: str, multiline: bool, max_lines: int, text: str, kept: str | None) -> None:
+def test_stop_rule(prefix: str, multiline: bool, max_lines: int | None, text: str, kept: str | None) -> None:
     cut = StopRule.at_cursor(prefix, multiline, max_lines).cut(text)
     assert (None if cut is None else text[:cut]) == kept
 
@@ -72,7 +83,10 @@ def test_stop_rule_is_a_prefix_property() -> None:
         ("class A:\n    def f(self):  ", 4, True),
         ("if x:\n\tif y:", 1, True),
         ("if x:\n    ", 4, False),  # blank indented line: the cursor column
-        ("if x:\n", 0, False),
+        ("if x:\n", 0, True),  # a fresh line after the header: the body comes, deeper
+        ("    if x:\n\n  ", 4, True),
+        ("if x:\n    pass\n", 0, False),
+        ("if x:\n        ", 8, False),  # right of the header's indentation: the cursor column
         ("", 0, False),
         ("    x = compute(", 4, False),
     ],

@@ -255,17 +255,16 @@ def train_cmd(
 
 
 # -- sample ----------------------------------------------------------------------------------
-def run_sample(checkpoint: Path, prompt: str, n: int = 3, max_new_tokens: int = 128, temperature: float = 0.8, top_p: float = 0.95, seed: int | None = 0, device: str = "auto") -> list[str]:
-    from engine.checkpoint import load_checkpoint
-    from engine.device import pick_device
-    from engine.sampling import generate
+def run_sample(checkpoint: Path, prompt: str, n: int = 3, max_new_tokens: int = 256, temperature: float = 0.2, top_p: float = 0.95, seed: int | None = 0, device: str = "auto") -> list[str]:
+    """Up to n distinct continuations of prompt, each ending where the block the prompt opens ends."""
+    from engine.completion import CompletionEngine
 
-    ckpt = load_checkpoint(checkpoint, pick_device(device))
-    tok = ckpt.tokenizer
-    stops = frozenset({tok.special_ids["eot"], tok.special_ids["file_sep"]})
-    # Training saw every file right after an end-of-text, so that is how a file starts.
-    outs = generate(ckpt.model, [tok.eot_id, *tok.encode(prompt)], n=n, max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, stop_ids=stops, seed=seed)
-    return [tok.decode(ids) for ids in outs]
+    # The engine's prompt path heals the last token: a prompt that ends in a bare line break
+    # would otherwise leave the model at a boundary it never saw before an indented body.
+    engine = CompletionEngine.from_checkpoint(checkpoint, device, min_score=float("-inf"))
+    candidates = engine.complete(prompt, "", n=n, max_new_tokens=max_new_tokens, multiline=True, max_lines=None,
+                                 temperature=temperature, top_p=top_p, seed=seed)
+    return [c.text for c in candidates]
 
 
 @app.command("sample")
@@ -273,16 +272,19 @@ def sample_cmd(
     checkpoint: Annotated[Path, typer.Argument(help="Checkpoint folder, e.g. runs/small/best.")],
     prompt: Annotated[str, typer.Option(help="Code to continue.")] = "def ",
     n: Annotated[int, typer.Option(help="How many completions.")] = 3,
-    max_new_tokens: Annotated[int, typer.Option(help="Longest completion in tokens.")] = 128,
-    temperature: Annotated[float, typer.Option(help="0 is greedy; higher is more varied.")] = 0.8,
+    max_new_tokens: Annotated[int, typer.Option(help="Longest completion in tokens (at most half the model's context).")] = 256,
+    temperature: Annotated[float, typer.Option(help="0 is greedy; higher is more varied (small models write broken code above ~0.5).")] = 0.2,
     top_p: Annotated[float, typer.Option(help="Nucleus sampling: keep the most likely tokens up to this mass.")] = 0.95,
     seed: Annotated[int, typer.Option(help="Random seed, for repeatable samples.")] = TRAIN_DEFAULTS.seed,
     device: Annotated[str, typer.Option(help="auto, cuda, mps or cpu.")] = "auto",
 ) -> None:
-    """Print completions of a prompt (greedy with --temperature 0)."""
-    for i, text in enumerate(run_sample(checkpoint, prompt, n, max_new_tokens, temperature, top_p, seed, device)):
+    """Print distinct completions of a prompt, each running to the end of the block it opens (greedy with --temperature 0)."""
+    texts = run_sample(checkpoint, prompt, n, max_new_tokens, temperature, top_p, seed, device)
+    for i, text in enumerate(texts):
         typer.echo(f"--- completion {i + 1} ---")
         typer.echo(prompt + text)
+    if not texts:
+        typer.echo("(no completion: the model wrote nothing after the prompt; an undertrained model often does)")
 
 
 # -- complete --------------------------------------------------------------------------------

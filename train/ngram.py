@@ -16,7 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from engine.completion import Candidate, EngineStats
+from engine.completion import CONTEXT_WEIGHT, Candidate, EngineStats
+from engine.context_ngrams import ContextNgrams, trust
 from engine.decoding import loop_period
 from engine.errors import CodecompleteError
 from engine.healing import TokenHealer, remaining, worth_healing
@@ -26,7 +27,8 @@ from engine.tokenizer import Tokenizer
 TABLES_FILE = "ngram.npz"
 CONFIG_FILE = "config.json"
 BACKOFF = 0.4  # score factor per context token dropped
-PROMPT_CHARS = 2000  # of the prefix: only the last order-1 tokens matter, plus healing
+PROMPT_CHARS = 2000  # of the prefix: the n-grams need the last order-1 tokens, the prompt cache more
+SUFFIX_CHARS = 500  # of the suffix, for the prompt cache: about the share the model's prompt gives it
 
 
 @dataclass
@@ -139,8 +141,9 @@ class NgramModel:
 class NgramCompleter:
     """The n-gram model behind the engine's `complete` interface (greedy, n distinct first tokens)."""
 
-    def __init__(self, model: NgramModel) -> None:
+    def __init__(self, model: NgramModel, context_weight: float = CONTEXT_WEIGHT) -> None:
         self.model, self.tokenizer = model, model.tokenizer
+        self.context_weight = context_weight  # the engine's prompt n-grams, so the peer gets them too
         self.healer = TokenHealer(self.tokenizer, self.tokenizer.vocab_size)
         self.special = set(self.tokenizer.special_ids.values())
         self.stats = EngineStats()
@@ -158,10 +161,11 @@ class NgramCompleter:
         heal = self.tokenizer.token_bytes(ids.pop()) if ids and worth_healing(self.tokenizer.token_bytes(ids[-1])) else b""
         stop = StopRule.at_cursor(prefix, multiline, max_lines)
         context = [self.tokenizer.eot_id] * (len(prefix) <= PROMPT_CHARS) + ids
-        firsts = self._allowed(self.model.next_tokens(context), heal)[:n]
+        around = ContextNgrams([*self.tokenizer.encode(suffix[:SUFFIX_CHARS]), self.tokenizer.eot_id, *context], frozenset(self.special), self.context_weight)
+        firsts = self._allowed(self._next_tokens(context, [], around), heal)[:n]
         best: dict[str, Candidate] = {}
         for first, score in firsts:
-            text, logprob, steps, reason = self._continue(context, first, score, heal, stop, max_new_tokens)
+            text, logprob, steps, reason = self._continue(context, first, score, heal, stop, max_new_tokens, around)
             text = tidy(text, suffix)
             if text and (text not in best or logprob / steps > best[text].score):
                 best[text] = Candidate(text, logprob / steps, reason)
@@ -179,7 +183,22 @@ class NgramCompleter:
             kept = [(self.healer.id_of[pending], 0.0)]
         return kept
 
-    def _continue(self, context: list[int], token: int, score: float, heal: bytes, stop: StopRule, budget: int) -> tuple[str, float, int, str]:
+    def _next_tokens(self, context: list[int], out: list[int], around: ContextNgrams) -> list[tuple[int, float]]:
+        """The n-gram's next tokens, mixed with the prompt's own n-grams as the engine mixes them."""
+        scored = self.model.next_tokens(context + out)
+        found = around.lookup(out) if around.weight > 0 else None
+        if found is None:
+            return scored
+        order, counts = found
+        lam, total = trust(order, around.weight), sum(counts.values())
+        norm = sum(math.exp(s) for _, s in scored) or 1.0
+        probs = {t: (1 - lam) * math.exp(s) / norm for t, s in scored}
+        for t, c in counts.items():
+            probs[t] = probs.get(t, 0.0) + lam * c / total
+        return sorted(((t, math.log(p)) for t, p in probs.items()), key=lambda kv: -kv[1])
+
+    def _continue(self, context: list[int], token: int, score: float, heal: bytes, stop: StopRule, budget: int,
+                  around: ContextNgrams) -> tuple[str, float, int, str]:
         out, raw, pending, logprob = [], bytearray(), heal, 0.0
         for _ in range(budget):
             out.append(token)
@@ -192,7 +211,7 @@ class NgramCompleter:
                 return text[:cut], logprob, len(out), "stop"
             if loop_period(out):
                 return text, logprob, len(out), "loop"
-            scored = self.model.next_tokens(context + out)
+            scored = self._next_tokens(context, out, around)
             if not pending and (not scored or scored[0][0] in self.special):
                 return text, logprob, len(out), "eos"
             nxt = self._allowed(scored, pending)

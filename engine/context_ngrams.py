@@ -1,0 +1,68 @@
+"""An n-gram model of the prompt itself, mixed into the model's next-token distribution.
+
+Code repeats its own names and phrases within a file. A small model trained on a few million
+tokens copies from its context poorly, so each decoding step also looks up the longest run of
+the latest tokens that occurred earlier in the prompt (before or after the cursor) and moves
+probability toward what followed it there: a cache language model in the sense of Tu et al.
+(2014) and Hellendoorn & Devanbu (2017). Longer matches earn more trust.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+
+MAX_ORDER = 8
+
+
+def trust(order: int, weight: float) -> float:
+    """Share of the next-token probability given to the cache after a match of `order` tokens."""
+    return weight * order / (order + 1)
+
+
+class ContextNgrams:
+    """Where each token occurs in a prompt, to find the longest earlier match of the latest tokens."""
+
+    def __init__(self, ids: list[int], separators: frozenset[int], weight: float) -> None:
+        self.ids, self.separators, self.weight = ids, separators, weight
+        self.positions: dict[int, list[int]] = {}  # token -> the positions where it is followed by another
+        for i in range(len(ids) - 1):
+            if ids[i] not in separators and ids[i + 1] not in separators:
+                self.positions.setdefault(ids[i], []).append(i)
+
+    def lookup(self, generated: list[int]) -> tuple[int, dict[int, int]] | None:
+        """The longest match (up to MAX_ORDER tokens) of the prompt's end plus the generated
+        tokens: its length, and how often each token followed it. Matches stop at separators."""
+        history = self.ids[-MAX_ORDER:] + generated[-MAX_ORDER:]
+        best, counts = 0, {}
+        for i in self.positions.get(history[-1], ()):
+            k = 1
+            while k < min(MAX_ORDER, len(history)) and k <= i and self.ids[i - k] == history[-1 - k] and self.ids[i - k] not in self.separators:
+                k += 1
+            after = self.ids[i + 1]
+            if k > best:
+                best, counts = k, {after: 1}
+            elif k == best:
+                counts[after] = counts.get(after, 0) + 1
+        return (best, counts) if best else None
+
+    def mix(self, logits: torch.Tensor, generated: list[list[int]]) -> torch.Tensor:
+        """(rows, V) logits and each row's generated ids -> log of (1 - λ)·p_model + λ·p_cache,
+        λ from the row's match length (0 without a match)."""
+        if self.weight <= 0:
+            return logits
+        out = None
+        for row, ids in enumerate(generated):
+            found = self.lookup(ids)
+            if found is None:
+                continue
+            if out is None:
+                out = torch.log_softmax(logits.float(), dim=-1)
+            order, counts = found
+            lam, total = trust(order, self.weight), sum(counts.values())
+            tokens = torch.tensor(list(counts), device=logits.device)
+            cached = torch.tensor([c / total for c in counts.values()], device=logits.device)
+            model_p = out[row, tokens].exp()
+            out[row] += math.log1p(-lam)
+            out[row, tokens] = torch.log((1 - lam) * model_p + lam * cached)
+        return logits if out is None else out

@@ -1,0 +1,50 @@
+"""The prompt's own n-grams: longest-match lookup, the mixture, and copying through the engine."""
+from __future__ import annotations
+
+import torch
+from test_engine import code, random_model, tok  # noqa: F401  (module fixtures)
+
+from engine.completion import CompletionEngine
+from engine.context_ngrams import ContextNgrams, trust
+from engine.model import GPT
+from engine.tokenizer import Tokenizer
+
+SEP = frozenset({0})
+
+
+def test_lookup_takes_the_longest_match_and_counts_what_followed() -> None:
+    ids = [5, 6, 7, 8, 9, 6, 7, 3, 6, 7, 8, 4, 5, 6, 7]
+    ngrams = ContextNgrams(ids, SEP, 0.5)
+    assert ngrams.lookup([]) == (3, {8: 1})  # `5 6 7` was followed by 8; `4 5 6 7` never was followed
+    assert ngrams.lookup([8]) == (4, {9: 1})  # the generated token extends the match: `5 6 7 8`
+    assert ngrams.lookup([8, 1, 6, 7]) == (2, {8: 2, 3: 1})  # every token that followed `6 7`
+    assert ngrams.lookup([8, 1, 2]) is None
+
+
+def test_runs_do_not_cross_separators() -> None:
+    ngrams = ContextNgrams([1, 2, 0, 1, 2, 0, 1], SEP, 0.5)
+    assert ngrams.lookup([]) == (1, {2: 2})  # `0 1` is no match: 0 never counts
+    assert ngrams.lookup([2]) is None  # nothing ever followed by the separator
+
+
+def test_mix_moves_trust_of_the_match_order_to_what_followed() -> None:
+    ngrams = ContextNgrams([4, 5, 6, 4, 5, 7, 9, 4, 5], SEP, 0.6)
+    logits = torch.randn(2, 12, generator=torch.Generator().manual_seed(0))
+    mixed = ngrams.mix(logits, [[], [1]]).exp()  # row 0 continues `4 5`; row 1 ends in 1, never seen
+    lam = trust(2, 0.6)
+    expected = (1 - lam) * logits[0].softmax(-1)
+    expected[6] += lam / 2
+    expected[7] += lam / 2
+    torch.testing.assert_close(mixed[0], expected)
+    torch.testing.assert_close(mixed[1], logits[1].softmax(-1))
+    assert ContextNgrams([4, 5, 6, 4, 5], SEP, 0.0).mix(logits, [[], []]) is logits
+    assert trust(1, 0.6) < trust(2, 0.6) < trust(8, 0.6) < 0.6  # longer matches earn more trust
+
+
+def test_the_engine_copies_a_phrase_from_the_file_that_the_model_alone_does_not(random_model: GPT, tok: Tokenizer) -> None:  # noqa: F811
+    prefix = "total = combine_parts(items, limit)\nprint(total)\nother = combine_parts("
+    alone = CompletionEngine(random_model, tok, min_score=-1e9, context_weight=0.0).complete(prefix, "", n=1)
+    mixed = CompletionEngine(random_model, tok, min_score=-1e9, context_weight=0.5).complete(prefix, "", n=1)
+    assert alone[0].text != "items, limit)"
+    assert mixed[0].text == "items, limit)"
+    assert mixed[0].score > alone[0].score  # copying is what the mixture is sure of
