@@ -150,6 +150,14 @@ def test_baseline_counts_and_backs_off(prepared: dict[str, Path], baseline: Ngra
     assert unseen[0][1] == pytest.approx(math.log(counts.max() / counts.sum()) + 3 * math.log(BACKOFF))
 
 
+def test_baseline_mixes_in_the_prompt_n_grams_like_the_engine(baseline: NgramModel) -> None:
+    prefix = "zq_total = zq_combine(zq_left, zq_right)\nprint(zq_total)\nother = zq_combine("
+    alone = NgramCompleter(baseline, context_weight=0.0).complete(prefix, n=1)
+    mixed = NgramCompleter(baseline, context_weight=0.5).complete(prefix, n=1)
+    assert not alone or not alone[0].text.startswith("zq_left, zq_right)")  # names the training data never had
+    assert mixed[0].text.startswith("zq_left, zq_right)")
+
+
 def test_baseline_saved_and_loaded_answers_the_same(tmp_path: Path, baseline: NgramModel) -> None:
     baseline.save(tmp_path / "ngram", "data")
     again = NgramCompleter.from_path(tmp_path / "ngram")
