@@ -76,6 +76,12 @@ class StopRule:
         return None
 
 
+def whole_lines(text: str) -> str:
+    """text without its unfinished last line, when an earlier line has content."""
+    head = text[: text.rfind("\n")]
+    return head if "\n" in text and not text.endswith("\n") and head.strip() else text
+
+
 def open_brackets(text: str) -> int:
     """How many of text's own opening brackets are still open at its end."""
     stack: list[str] = []

@@ -12,6 +12,7 @@ from engine.stops import (
     tidy,
     trim_suffix_overlap,
     trim_unbalanced_closers,
+    whole_lines,
 )
 from train.tokenizer_train import train_tokenizer
 
@@ -94,6 +95,19 @@ def test_stop_rule_is_a_prefix_property() -> None:
 def test_stop_rule_reads_the_cursor_line(prefix: str, indent: int, opens: bool) -> None:
     rule = StopRule.at_cursor(prefix, True, 5)
     assert (rule.block_indent, rule.opens_block, rule.max_lines) == (indent, opens, 5)
+
+
+@pytest.mark.parametrize(
+    ("text", "kept"),
+    [
+        ("\n    x = 1\n    y = (", "\n    x = 1"),  # the unfinished line goes
+        ("\n    x = 1\n    y = 2\n", "\n    x = 1\n    y = 2\n"),  # nothing unfinished
+        ("\n    return total +", "\n    return total +"),  # no finished line to fall back on
+        ("x = 1\n\n   ", "x = 1\n"),
+    ],
+)
+def test_whole_lines(text: str, kept: str) -> None:
+    assert whole_lines(text) == kept
 
 
 # --- tidy: what the text after the cursor already holds --------------------------------------
