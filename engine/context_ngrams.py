@@ -46,6 +46,15 @@ class ContextNgrams:
                 counts[after] = counts.get(after, 0) + 1
         return (best, counts) if best else None
 
+    def cached(self, generated: list[int]) -> tuple[float, dict[int, float]] | None:
+        """λ for the longest match and the cache's next-token distribution, or None without a match."""
+        found = self.lookup(generated)
+        if found is None:
+            return None
+        order, counts = found
+        total = sum(counts.values())
+        return trust(order, self.weight), {t: c / total for t, c in counts.items()}
+
     def mix(self, logits: torch.Tensor, generated: list[list[int]]) -> torch.Tensor:
         """(rows, V) logits and each row's generated ids -> log of (1 - λ)·p_model + λ·p_cache,
         λ from the row's match length (0 without a match)."""
@@ -53,15 +62,14 @@ class ContextNgrams:
             return logits
         out = None
         for row, ids in enumerate(generated):
-            found = self.lookup(ids)
+            found = self.cached(ids)
             if found is None:
                 continue
             if out is None:
                 out = torch.log_softmax(logits.float(), dim=-1)
-            order, counts = found
-            lam, total = trust(order, self.weight), sum(counts.values())
-            tokens = torch.tensor(list(counts), device=logits.device)
-            cached = torch.tensor([c / total for c in counts.values()], device=logits.device)
+            lam, dist = found
+            tokens = torch.tensor(list(dist), device=logits.device)
+            cached = torch.tensor(list(dist.values()), device=logits.device)
             model_p = out[row, tokens].exp()
             out[row] += math.log1p(-lam)
             out[row, tokens] = torch.log((1 - lam) * model_p + lam * cached)

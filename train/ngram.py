@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from engine.completion import CONTEXT_WEIGHT, Candidate, EngineStats
-from engine.context_ngrams import ContextNgrams, trust
+from engine.context_ngrams import ContextNgrams
 from engine.decoding import loop_period
 from engine.errors import CodecompleteError
 from engine.healing import TokenHealer, remaining, worth_healing
@@ -186,15 +186,14 @@ class NgramCompleter:
     def _next_tokens(self, context: list[int], out: list[int], around: ContextNgrams) -> list[tuple[int, float]]:
         """The n-gram's next tokens, mixed with the prompt's own n-grams as the engine mixes them."""
         scored = self.model.next_tokens(context + out)
-        found = around.lookup(out) if around.weight > 0 else None
+        found = around.cached(out) if around.weight > 0 else None
         if found is None:
             return scored
-        order, counts = found
-        lam, total = trust(order, around.weight), sum(counts.values())
+        lam, dist = found
         norm = sum(math.exp(s) for _, s in scored) or 1.0
         probs = {t: (1 - lam) * math.exp(s) / norm for t, s in scored}
-        for t, c in counts.items():
-            probs[t] = probs.get(t, 0.0) + lam * c / total
+        for t, q in dist.items():
+            probs[t] = probs.get(t, 0.0) + lam * q
         return sorted(((t, math.log(p)) for t, p in probs.items()), key=lambda kv: -kv[1])
 
     def _continue(self, context: list[int], token: int, score: float, heal: bytes, stop: StopRule, budget: int,
