@@ -16,11 +16,17 @@ from engine.tokenizer import Tokenizer
 def worth_healing(token: bytes) -> bool:
     """Whether to back off this last prompt token.
 
+    Not a token ending in `:` (a block header, a dict key, a slice): the model has seen plenty of
+    cursors after that colon, and backing it off lets a weak model reopen the header instead of
+    writing the body (`def f(path):` healed went on `): str = None) -> None:`).
+
     Not a line break followed by indentation: the cursor sits after the indentation, which is
     a pre-token of its own (code after it never merges into it), and backing it off would only
     let the model indent deeper than the cursor. A bare line break is healed: the line may
     still need its indentation.
     """
+    if token.endswith(b":"):
+        return False
     return not (b"\n" in token and not token.strip(b" \t\r\n") and token.endswith((b" ", b"\t")))
 
 

@@ -21,7 +21,7 @@ import engine.decoding
 from engine.checkpoint import save_checkpoint
 from engine.completion import Candidate, CompletionEngine
 from engine.decoding import Cancelled, Decoded, DecodeParams, Decoder, loop_period
-from engine.healing import TokenHealer, remaining
+from engine.healing import TokenHealer, remaining, worth_healing
 from engine.model import GPT, KVCache, config_from_preset
 from engine.prompt import build_prompt, keep_head_lines, keep_tail_lines
 from engine.stops import StopRule
@@ -161,7 +161,8 @@ def test_prompt_layout(tok: Tokenizer, suffix: str, fim: bool, layout: str) -> N
 
 
 @pytest.mark.parametrize(("prefix", "heal"), [("import os\nos.pa", b"pa"), ("x = ", b" "), ("", b""), ("def", b"def"),
-                                             ("def f():\n    ", b"")])  # after indentation: a whole pre-token, kept
+                                             ("def f():\n    ", b""),  # after indentation: a whole pre-token, kept
+                                             (DOC[:AFTER_DEF], b""), ("d = {'a':", b"")])  # after a colon: kept
 def test_prompt_heals_the_last_token(tok: Tokenizer, prefix: str, heal: bytes) -> None:
     p = build_prompt(tok, prefix, "", 100, fim=True)
     assert p.heal == heal
@@ -249,6 +250,12 @@ def test_healer_allows_exactly_the_tokens_that_retype_pending(tok: Tokenizer) ->
     mask = healer.mask(b"pa", torch.device("cpu"))
     assert mask.shape == (640,) and set(torch.isfinite(mask).nonzero().flatten().tolist()) == set(healer.allowed(b"pa"))
     assert not torch.isfinite(mask[tok.vocab_size :]).any()  # padding rows are never allowed
+
+
+@pytest.mark.parametrize(("token", "heal"), [(b"pa", True), (b" ", True), (b"\n", True), (b"):", False), (b":", False),
+                                           (b"]:", False), (b"\n    ", False)])
+def test_worth_healing(token: bytes, heal: bool) -> None:
+    assert worth_healing(token) is heal
 
 
 def test_remaining() -> None:
