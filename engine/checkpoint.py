@@ -27,6 +27,9 @@ class Checkpoint:
     model: GPT
     tokenizer: Tokenizer
     provenance: dict[str, Any] = field(default_factory=dict)
+    # Engine settings tuned for these weights (config.json's optional "completion" section),
+    # e.g. {"context_weight": 0.1}: a well-trained model needs less help from the prompt n-grams.
+    completion: dict[str, float] = field(default_factory=dict)
 
 
 def checkpoint_config(model: GPT, tokenizer: Tokenizer, provenance: dict[str, Any]) -> dict[str, Any]:
@@ -87,6 +90,7 @@ def load_checkpoint(path: str | Path, device: torch.device | str = "cpu", dtype:
     """Load for inference or fine-tuning; every inconsistency is a one-line CodecompleteError."""
     path = Path(path)
     config = read_config(path)
+    completion = completion_settings(path, config)
     try:
         model_config = GPTConfig(**config["model"])
     except (KeyError, TypeError) as e:
@@ -114,4 +118,13 @@ def load_checkpoint(path: str | Path, device: torch.device | str = "cpu", dtype:
         raise CodecompleteError(f"{mismatch} (missing {missing[:3]}, unexpected {unexpected[:3]})")
     model.to(device=device, dtype=dtype)
     model.eval()
-    return Checkpoint(model=model, tokenizer=tokenizer, provenance=config.get("provenance", {}))
+    return Checkpoint(model=model, tokenizer=tokenizer, provenance=config.get("provenance", {}), completion=completion)
+
+
+def completion_settings(path: Path, config: dict[str, Any]) -> dict[str, float]:
+    settings = config.get("completion", {})
+    weight = settings.get("context_weight", 0.0) if isinstance(settings, dict) and set(settings) <= {"context_weight"} else None
+    if not isinstance(weight, (int, float)) or isinstance(weight, bool) or not 0 <= weight < 1:
+        raise CodecompleteError(f"{path / CONFIG_FILE}: \"completion\" must be like {{\"context_weight\": 0.1}} (a number from 0 to below 1), "
+                                f"not {json.dumps(settings)}; fix or remove that section")
+    return {k: float(v) for k, v in settings.items()}

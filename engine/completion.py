@@ -92,7 +92,7 @@ class CompletionEngine:
             torch.set_num_threads(threads)
         ckpt = load_checkpoint(path, dev, DTYPES[dev.type])
         fim = float(ckpt.provenance.get("fim_rate", 0.5)) > 0  # older runs always trained with FIM
-        return cls(ckpt.model, ckpt.tokenizer, fim=fim, **kw)
+        return cls(ckpt.model, ckpt.tokenizer, fim=fim, **{**ckpt.completion, **kw})
 
     # -- public ------------------------------------------------------------------------------
     def complete(

@@ -164,6 +164,30 @@ def test_unknown_model_field(saved: Path) -> None:
     load_error(saved, saved / "config.json")
 
 
+def set_completion(saved: Path, section: object) -> None:
+    config = json.loads((saved / "config.json").read_text())
+    config["completion"] = section
+    (saved / "config.json").write_text(json.dumps(config))
+
+
+def test_completion_settings_travel_with_the_weights(saved: Path) -> None:
+    from engine.completion import CONTEXT_WEIGHT, CompletionEngine
+
+    assert load_checkpoint(saved).completion == {}
+    assert CompletionEngine.from_checkpoint(saved, "cpu").context_weight == CONTEXT_WEIGHT
+    set_completion(saved, {"context_weight": 0.1})
+    assert load_checkpoint(saved).completion == {"context_weight": 0.1}
+    assert CompletionEngine.from_checkpoint(saved, "cpu").context_weight == 0.1
+    assert CompletionEngine.from_checkpoint(saved, "cpu", context_weight=0.0).context_weight == 0.0  # the caller's word wins
+
+
+@pytest.mark.parametrize("section", [{"context_weight": 1.5}, {"context_weight": -0.1}, {"context_weight": "high"},
+                                     {"context_weight": True}, {"temperature": 0.2}, [0.1]])
+def test_bad_completion_settings(saved: Path, section: object) -> None:
+    set_completion(saved, section)
+    assert "context_weight" in load_error(saved, saved / "config.json")
+
+
 def test_tokenizer_from_another_run(saved: Path, tok: Tokenizer, other_tok: Tokenizer) -> None:
     other_tok.save(saved / "tokenizer.json")
     message = load_error(saved, saved)

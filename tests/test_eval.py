@@ -214,7 +214,8 @@ def test_copy_index_load_errors_are_one_line(tmp_path: Path) -> None:
 
 # -- the commands ----------------------------------------------------------------------------
 def test_baseline_eval_and_report_commands(tmp_path: Path, prepared: dict[str, Path]) -> None:
-    from tests.test_cli import invoke
+    from engine.completion import CONTEXT_WEIGHT
+    from tests.test_cli import cli, invoke
 
     data, run = prepared["data"], tmp_path / "run"
     invoke("train", data, "--out", run, "--preset", "tiny", "--max-steps", 6, "--eval-every", 3, "--block-size", 64, "--batch-size", 2,
@@ -230,6 +231,14 @@ def test_baseline_eval_and_report_commands(tmp_path: Path, prepared: dict[str, P
     assert doc["lm"]["bits_per_byte"] > 0 and 0 <= doc["lm"]["next_token_accuracy"] <= 1
     assert doc["source"] == {"data": str(data), "split": "val", "documents": doc["source"]["documents"], "copy_index": True}
     assert len(doc["cases"]["line"]) == 12 and all(c["model"]["latency_ms"] > 0 for c in doc["cases"]["line"])
+    assert doc["config"]["model_context_weight"] == doc["config"]["baseline_context_weight"] == CONTEXT_WEIGHT
+
+    # a prompt n-gram weight to try, for the model only; a bad one is refused before any work
+    invoke("eval", run / "best", "--data", data, "--no-baseline", "--context-weight", 0.1, "--line-cases", 4, "--body-cases", 0,
+           "--lm-tokens", 256, "--out", tmp_path / "tuned.json")
+    assert json.loads((tmp_path / "tuned.json").read_text())["config"]["model_context_weight"] == 0.1
+    bad = cli("eval", run / "best", "--data", data, "--context-weight", 1.5)
+    assert bad.returncode != 0 and "--context-weight" in bad.stderr and "Traceback" not in bad.stderr
 
     # the n-gram folder evaluates like a checkpoint; another corpus evaluates without --data
     invoke("eval", tmp_path / "ngram", "--no-baseline", "--corpus", prepared["corpus"], "--line-cases", 6, "--body-cases", 0,

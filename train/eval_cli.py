@@ -69,6 +69,7 @@ def run_eval(
     out: Path | None = None,
     device: str = "cpu",
     threads: int | None = None,
+    context_weight: float | None = None,
     **config: Any,
 ) -> dict:
     from engine.completion import CompletionEngine
@@ -98,6 +99,8 @@ def run_eval(
         systems["model"] = NgramCompleter.from_path(checkpoint)
     else:
         systems["model"] = CompletionEngine.from_checkpoint(checkpoint, device, threads=threads, min_score=-1e9)
+    if context_weight is not None:  # else the checkpoint's completion.context_weight, else the default
+        systems["model"].context_weight = context_weight
     tokenizer = systems["model"].tokenizer
     if use_baseline:
         if baseline is not None:
@@ -141,7 +144,8 @@ def run_eval(
         task = progress.add_task("eval", total=total)
         line, body, cases = evaluate(systems, docs, tokenizer, cfg, index, on_case=lambda k: progress.advance(task, k))
         progress.update(task, completed=total)  # fewer documents than cases: the bar still ends full
-    result = EvalResult(config=cfg.__dict__ | {"checkpoint": str(checkpoint)}, source=source | {"copy_index": index is not None}, lm=lm, line=line, body=body, cases=cases)
+    weights = {f"{name}_context_weight": system.context_weight for name, system in systems.items()}
+    result = EvalResult(config=cfg.__dict__ | {"checkpoint": str(checkpoint)} | weights, source=source | {"copy_index": index is not None}, lm=lm, line=line, body=body, cases=cases)
     doc = result.to_dict()
     out = out or checkpoint.parent / EVAL_FILE
     out.write_text(json.dumps(doc, indent=1) + "\n")
@@ -185,11 +189,14 @@ def add_eval_commands(app: typer.Typer) -> None:
         out: Annotated[Path | None, typer.Option(help="Where to write the JSON (default: eval.json beside the checkpoint).")] = None,
         device: Annotated[str, typer.Option(help="auto, cuda, mps or cpu.")] = "cpu",
         threads: Annotated[int | None, typer.Option(help="CPU threads (default: PyTorch's choice).")] = None,
+        context_weight: Annotated[float | None, typer.Option(help="How much the prompt's own n-grams may weigh, 0 to below 1 (default: the checkpoint's completion.context_weight, else 0.5); try a few on a tuning corpus.")] = None,
     ) -> None:
         """Measure a model: loss and bits per byte, line and body completion against the n-gram baseline, loops, copies, latency."""
         if data is not None and corpus is not None:
             raise CodecompleteError("give --data or --corpus, not both")
-        run_eval(checkpoint, data, corpus, baseline, not no_baseline, out, device, threads, line_cases=line_cases, body_cases=body_cases,
+        if context_weight is not None and not 0 <= context_weight < 1:
+            raise CodecompleteError(f"--context-weight must be from 0 to below 1, not {context_weight}")
+        run_eval(checkpoint, data, corpus, baseline, not no_baseline, out, device, threads, context_weight, line_cases=line_cases, body_cases=body_cases,
                  n=n, body_lines=body_lines, lm_tokens=lm_tokens, seed=seed)
 
     @app.command("baseline")
