@@ -22,7 +22,7 @@ from engine.decoding import Cancelled, Decoded, DecodeParams, Decoder
 from engine.device import pick_device
 from engine.model import GPT, KVCache
 from engine.prompt import build_prompt
-from engine.stops import StopRule, tidy, whole_lines
+from engine.stops import StopRule, complete_lines, tidy
 from engine.tokenizer import Tokenizer
 
 __all__ = ["Cancelled", "Candidate", "CompletionEngine"]
@@ -174,7 +174,7 @@ class CompletionEngine:
             self._prefills.pop(id(entry), None)  # a cancelled request leaves nothing behind
             raise
         if stop.multiline:  # a block cut short by a loop or the token budget keeps its whole lines
-            decoded = [dataclasses.replace(d, text=whole_lines(d.text)) if d.reason in ("loop", "length") else d for d in decoded]
+            decoded = [dataclasses.replace(d, text=complete_lines(d.text)) if d.reason in ("loop", "length") else d for d in decoded]
         self.stats.generated_tokens = sum(d.n_tokens for d in decoded)
         for d in decoded:
             self.stats.reasons[d.reason] = self.stats.reasons.get(d.reason, 0) + 1

@@ -5,6 +5,8 @@ The decoder asks `StopRule.cut(text)` after every token; once it answers, the ro
 """
 from __future__ import annotations
 
+import io
+import tokenize
 from dataclasses import dataclass
 
 OPENERS, CLOSERS = "([{", ")]}"
@@ -12,6 +14,7 @@ MATCH = dict(zip(CLOSERS, OPENERS))
 # Text at the start of the suffix that a completion may repeat by accident and must not insert.
 TRIMMABLE = set(CLOSERS) | set(":,;'\"")
 NEW_DEFINITION = ("def ", "async def ", "class ", "@")
+NOT_CODE = {tokenize.NL, tokenize.COMMENT, tokenize.INDENT, tokenize.DEDENT, tokenize.ENCODING, tokenize.ENDMARKER}
 
 
 def indent_of(line: str) -> int:
@@ -80,6 +83,31 @@ def whole_lines(text: str) -> str:
     """text without its unfinished last line, when an earlier line has content."""
     head = text[: text.rfind("\n")]
     return head if "\n" in text and not text.endswith("\n") and head.strip() else text
+
+
+def complete_lines(text: str) -> str:
+    """text up to the end of its last logical line that stands on its own (every bracket and
+    string it opened closed, not a block header or decorator waiting for what follows); else
+    whole_lines(text).
+
+    For a completion cut short by a loop or the token budget: a docstring, call or `if x:` left
+    open would break the file below the cursor.
+    """
+    line_starts = [0, *(i + 1 for i, c in enumerate(text) if c == "\n")]
+    clean, first, last = -1, None, None
+    try:
+        for tok in tokenize.generate_tokens(io.StringIO(text).readline):
+            if tok.type == tokenize.NEWLINE and tok.string == "\n" and last is not None:
+                if last.string != ":" and first is not None and first.string != "@":
+                    clean = line_starts[tok.start[0] - 1] + tok.start[1]
+                first = last = None
+            elif tok.type not in NOT_CODE:
+                first, last = first or tok, tok
+    except (tokenize.TokenError, SyntaxError):  # an unclosed string or bracket, a bad dedent: cut before it
+        pass
+    if clean < 0:
+        return whole_lines(text)
+    return text if clean == len(text) - 1 else text[:clean]
 
 
 def open_brackets(text: str) -> int:

@@ -8,6 +8,7 @@ from conftest import overfit_tiny
 from engine.completion import CompletionEngine
 from engine.stops import (
     StopRule,
+    complete_lines,
     drop_repeat_of_suffix,
     tidy,
     trim_suffix_overlap,
@@ -108,6 +109,23 @@ def test_stop_rule_reads_the_cursor_line(prefix: str, indent: int, opens: bool) 
 )
 def test_whole_lines(text: str, kept: str) -> None:
     assert whole_lines(text) == kept
+
+
+@pytest.mark.parametrize(
+    ("text", "kept"),
+    [
+        ("\n    x = foo(1,\n        2)\n    y = bar(\n        3", "\n    x = foo(1,\n        2)"),  # an open call goes
+        ('\n    s = """a\n    b"""\n    t = """c\n    d', '\n    s = """a\n    b"""'),  # an open docstring goes
+        ("\n    x = 1\n    if x:\n        y", "\n    x = 1"),  # a header whose body was cut goes with it
+        ("\n    x = 1\n    @decorator\n    def", "\n    x = 1"),
+        ("\n    x = 1  # note\n    y = 'a", "\n    x = 1  # note"),
+        ("\n    x = 1\n  y = 2\n    z", "\n    x = 1"),  # a dedent to no known level
+        ("\n    x = 1\n    y = 2\n", "\n    x = 1\n    y = 2\n"),  # nothing unfinished
+        ("\n    return total +", "\n    return total +"),  # nothing stands on its own: as whole_lines
+    ],
+)
+def test_complete_lines_keeps_what_stands_on_its_own(text: str, kept: str) -> None:
+    assert complete_lines(text) == kept
 
 
 # --- tidy: what the text after the cursor already holds --------------------------------------
