@@ -169,7 +169,7 @@ class CompletionEngine:
         entry = self._prefill(prompt.ids)
         try:
             context = ContextNgrams(prompt.ids, self.decoder.stop_ids, self.context_weight) if self.context_weight > 0 else None
-            decoded = self.decoder.decode(entry.cache, entry.logits, params, prompt.heal, stop.cut, cancel, deadline, context)
+            decoded = self.decoder.decode(entry.cache, entry.logits, params, prompt.heal, stop.cut, cancel, deadline, context, stop.lead.encode())
         except Cancelled:
             self._prefills.pop(id(entry), None)  # a cancelled request leaves nothing behind
             raise

@@ -53,7 +53,7 @@ class Row:
     ids: list[int] = field(default_factory=list)
     logprob: float = 0.0
     raw: bytearray = field(default_factory=bytearray)
-    pending: bytes = b""  # healed bytes still to be retyped
+    pending: bytes = b""  # bytes the row must still write: the healed token's, then the required lead
     done: str = ""  # why the row ended: eos, stop, loop, length, deadline
     keep: int | None = None  # characters of text to keep, when a stop rule cut it
 
@@ -140,17 +140,19 @@ class Decoder:
         cancel: threading.Event | None = None,
         deadline: float | None = None,
         context: ContextNgrams | None = None,
+        lead: bytes = b"",
     ) -> list[Decoded]:
         """cache: the prompt prefilled as one row; logits: (1, V) for its last position.
 
         context, when given, mixes the prompt's own n-grams into every step's distribution.
+        Every row first retypes heal (left out of its text), then writes lead (kept in it).
         """
         if params.num_beams > 1:
-            return self._beam(cache, logits, params, heal, stop, cancel, deadline, context)
+            return self._beam(cache, logits, params, heal, stop, cancel, deadline, context, lead)
         n = params.n
         cache = cache.expand(n)
         logits = logits.float().expand(n, -1)
-        rows = [Row(pending=heal) for _ in range(n)]
+        rows = [Row(pending=heal + lead) for _ in range(n)]
         gen = torch.Generator(device=logits.device)
         if params.seed is not None:
             gen.manual_seed(params.seed)
@@ -184,10 +186,10 @@ class Decoder:
         return [self.finish(r, heal) for r in rows]
 
     def _beam(self, cache: KVCache, logits: torch.Tensor, params: DecodeParams, heal: bytes, stop: Callable[[str], int | None],
-              cancel: threading.Event | None, deadline: float | None, context: ContextNgrams | None) -> list[Decoded]:
+              cancel: threading.Event | None, deadline: float | None, context: ContextNgrams | None, lead: bytes) -> list[Decoded]:
         """Beam search over length-normalised log-probability; finished beams leave the beam."""
         width = params.num_beams
-        beams, finished = [Row(pending=heal)], []
+        beams, finished = [Row(pending=heal + lead)], []
         logits = logits.float()
         for _ in range(params.max_new_tokens):
             self._check(cancel)

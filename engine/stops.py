@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 import tokenize
+from collections import Counter
 from dataclasses import dataclass
 
 OPENERS, CLOSERS = "([{", ")]}"
@@ -14,11 +15,38 @@ MATCH = dict(zip(CLOSERS, OPENERS))
 # Text at the start of the suffix that a completion may repeat by accident and must not insert.
 TRIMMABLE = set(CLOSERS) | set(":,;'\"")
 NEW_DEFINITION = ("def ", "async def ", "class ", "@")
+BLOCK_KEYWORDS = {"def", "async", "class", "if", "elif", "else", "for", "while", "try", "except", "finally", "with", "match", "case"}
 NOT_CODE = {tokenize.NL, tokenize.COMMENT, tokenize.INDENT, tokenize.DEDENT, tokenize.ENCODING, tokenize.ENDMARKER}
 
 
 def indent_of(line: str) -> int:
     return len(line) - len(line.lstrip(" \t"))
+
+
+def is_block_header(line: str) -> bool:
+    """`if x:`, `def f(a):`, `else:`; not a dict entry, slice or lambda that happens to end in ':'."""
+    words = line.split(None, 1)
+    keyword = words[0].rstrip(":") if words else ""
+    return line.rstrip().endswith(":") and keyword in BLOCK_KEYWORDS and open_brackets(line) == 0
+
+
+def body_indentation(header: str, prefix: str) -> str:
+    """A body's indentation under this header: the header's plus one step of the file's own."""
+    return header[: indent_of(header)] + indent_step(prefix)
+
+
+def indent_step(prefix: str, lines: int = 200) -> str:
+    """The most common step by which a line is indented deeper than the line before; 4 spaces by default."""
+    steps: Counter[str] = Counter()
+    previous = ""
+    for line in prefix.split("\n")[-lines:]:
+        if not line.strip():
+            continue
+        indent = line[: indent_of(line)]
+        if len(indent) > len(previous) and indent.startswith(previous):
+            steps[indent[len(previous) :]] += 1
+        previous = indent
+    return steps.most_common(1)[0][0] if steps else "    "
 
 
 @dataclass(frozen=True)
@@ -30,16 +58,19 @@ class StopRule:
     opens_block: bool  # the cursor line ends with ':' (the body comes next, deeper)
     max_lines: int | None = 8  # None: the whole block, blank lines and all
     fresh_line: bool = False  # the cursor starts the body's first line (a blank line after the header)
+    lead: str = ""  # what the completion must start with: a body is indented deeper than its header
 
     @classmethod
     def at_cursor(cls, prefix: str, multiline: bool, max_lines: int | None = 8) -> StopRule:
         before, _, line = prefix.rpartition("\n")
         if line.strip():
-            return cls(multiline, indent_of(line), line.rstrip().endswith(":"), max_lines)
+            lead = "\n" + body_indentation(line, before) if is_block_header(line) else ""
+            return cls(multiline, indent_of(line), line.rstrip().endswith(":"), max_lines, lead=lead)
         header = next((ln for ln in reversed(before.split("\n")) if ln.strip()), "")
         if header.rstrip().endswith(":") and len(line) <= indent_of(header):
             # Left of a block's body (a fresh line after `def f():`): the body comes first, deeper.
-            return cls(multiline, indent_of(header), True, max_lines, fresh_line=True)
+            lead = body_indentation(header, before)[len(line) :] if is_block_header(header) else ""
+            return cls(multiline, indent_of(header), True, max_lines, fresh_line=True, lead=lead)
         # On a blank or indentation-only line the cursor column is the block's indentation.
         return cls(multiline, len(line), False, max_lines)
 

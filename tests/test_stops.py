@@ -209,6 +209,25 @@ def test_tidy(prefix: str, suffix: str, completion: str, expected: str) -> None:
     assert tidy(completion, suffix) == expected
 
 
+@pytest.mark.parametrize(
+    ("prefix", "lead"),
+    [
+        ("def area(width, height):", "\n    "),  # at the colon: a new line, one step deeper
+        ("if x:\n", "    "),  # a fresh line after the header
+        ("class A:\n  def f(self):\n    x = 1\n  def g(self):\n", "    "),  # the file's own step: 2 spaces
+        ("if x:\n\tif y:\n\t", "\t"),  # a tab file, one tab already typed
+        ("    else:", "\n        "),
+        ('d = {"a":', ""),  # a dict entry, a slice, a lambda: no block
+        ("x = y[1:", ""),
+        ("f = lambda x:", ""),
+        ("x = 1\n", ""),
+        ("if x:\n    ", ""),  # the user chose the indentation
+    ],
+)
+def test_a_body_must_start_indented_under_its_header(prefix: str, lead: str) -> None:
+    assert StopRule.at_cursor(prefix, True).lead == StopRule.at_cursor(prefix, False).lead == lead
+
+
 # --- CRLF documents through the engine ------------------------------------------------------
 
 DOC = "import math\n\n\ndef area(width, height):\n    size = width * height\n    return size\n\n\nprint(area(2, 3))\n"
@@ -243,3 +262,12 @@ def test_crlf_document_gets_crlf_completions(engine: CompletionEngine, multiline
     rest = engine.complete(crlf_doc[:crlf_cursor] + typed, "", multiline=multiline)
     assert engine.stats.from_earlier_answer
     assert rest[0].text == crlf[0].text[6:]
+
+
+@pytest.mark.parametrize("multiline", [False, True])
+def test_the_engine_writes_the_body_indented(engine: CompletionEngine, multiline: bool) -> None:
+    """The model learned `print(...)` at column 0 after the function; under a new header it must indent."""
+    engine.clear_cache()
+    prefix = DOC[: DOC.index("print(")] + "if True:\n"
+    texts = [c.text for c in engine.complete(prefix, "", multiline=multiline)]
+    assert texts and all(t.startswith("    ") and t.strip() for t in texts), texts
