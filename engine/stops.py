@@ -8,6 +8,7 @@ from __future__ import annotations
 import io
 import tokenize
 from collections import Counter
+from contextlib import suppress
 from dataclasses import dataclass
 
 OPENERS, CLOSERS = "([{", ")]}"
@@ -126,16 +127,14 @@ def complete_lines(text: str) -> str:
     """
     line_starts = [0, *(i + 1 for i, c in enumerate(text) if c == "\n")]
     clean, first, last = -1, None, None
-    try:
+    with suppress(tokenize.TokenError, SyntaxError):  # an unclosed string or bracket, a bad dedent: cut before it
         for tok in tokenize.generate_tokens(io.StringIO(text).readline):
-            if tok.type == tokenize.NEWLINE and tok.string == "\n" and last is not None:
-                if last.string != ":" and first is not None and first.string != "@":
+            if tok.type == tokenize.NEWLINE and tok.string == "\n" and first is not None and last is not None:
+                if last.string != ":" and first.string != "@":
                     clean = line_starts[tok.start[0] - 1] + tok.start[1]
                 first = last = None
             elif tok.type not in NOT_CODE:
                 first, last = first or tok, tok
-    except (tokenize.TokenError, SyntaxError):  # an unclosed string or bracket, a bad dedent: cut before it
-        pass
     if clean < 0:
         return whole_lines(text)
     return text if clean == len(text) - 1 else text[:clean]
