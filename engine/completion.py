@@ -173,7 +173,7 @@ class CompletionEngine:
         except Cancelled:
             self._prefills.pop(id(entry), None)  # a cancelled request leaves nothing behind
             raise
-        if stop.multiline:  # a block cut short by a loop or the token budget keeps its whole lines
+        if stop.multiline:  # a block cut short by a loop or the token budget keeps what stands on its own
             decoded = [dataclasses.replace(d, text=complete_lines(d.text)) if d.reason in ("loop", "length") else d for d in decoded]
         self.stats.generated_tokens = sum(d.n_tokens for d in decoded)
         for d in decoded:
