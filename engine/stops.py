@@ -40,7 +40,8 @@ def indent_step(prefix: str, lines: int = 200) -> str:
     """The most common step by which a line is indented deeper than the line before; 4 spaces by default."""
     steps: Counter[str] = Counter()
     previous = ""
-    for line in prefix.rsplit("\n", lines):
+    tail = prefix.rsplit("\n", lines)
+    for line in tail[1:] if len(tail) > lines else tail:  # not the unsplit head of a long prefix
         if not line.strip():
             continue
         indent = line[: indent_of(line)]
