@@ -42,7 +42,8 @@ def collect_folder(args: tuple[int, str, str]) -> None:
 def source_folders() -> list[Path]:
     site, stdlib = (Path(sysconfig.get_paths()[k]) for k in ("purelib", "stdlib"))
     folders = [] if site.is_relative_to(stdlib) else [stdlib]
-    return folders + sorted(p for p in site.iterdir() if p.is_dir() and p.name not in HELD_OUT | SKIP
+    skip = HELD_OUT | SKIP
+    return folders + sorted(p for p in site.iterdir() if p.is_dir() and p.name not in skip
                             and not p.name.endswith((".dist-info", ".egg-info", ".data")))
 
 
@@ -51,6 +52,7 @@ def merge(parts: list[Path], out: Path, held_shas: set[str]) -> tuple[Counter[st
     seen: set[str] = set()
     kept, dropped = Counter(), Counter()
     out.mkdir(parents=True)
+    shards = 0
     for part in parts:
         table = pq.read_table(part)
         keep = []
@@ -65,7 +67,8 @@ def merge(parts: list[Path], out: Path, held_shas: set[str]) -> tuple[Counter[st
         table = table.take(pa.array(keep, type=pa.int64()))
         kept.update(table.column("repo").to_pylist())
         if table.num_rows:
-            pq.write_table(table, out / f"shard-{len(list(out.iterdir())):05d}.parquet")
+            pq.write_table(table, out / f"shard-{shards:05d}.parquet")
+            shards += 1
     return kept, dropped
 
 
