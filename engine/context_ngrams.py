@@ -4,7 +4,9 @@ Code repeats its own names and phrases within a file. A small model trained on a
 tokens copies from its context poorly, so each decoding step also looks up the longest run of
 the latest tokens that occurred earlier in the prompt (before or after the cursor) and moves
 probability toward what followed it there: a cache language model in the sense of Tu et al.
-(2014) and Hellendoorn & Devanbu (2017). Longer matches earn more trust.
+(2014) and Hellendoorn & Devanbu (2017). Longer matches earn more trust, and so do longer
+prompts: a few tokens are no evidence of a file's habits (copying from `def add(a, b):` wrote
+`x = f(1, b):` in the body).
 """
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ import math
 import torch
 
 MAX_ORDER = 8
+EVIDENCE = 16  # a prompt of this many tokens earns half the weight; longer ones nearly all
 
 
 def trust(order: int, weight: float) -> float:
@@ -24,7 +27,8 @@ class ContextNgrams:
     """Where each token occurs in a prompt, to find the longest earlier match of the latest tokens."""
 
     def __init__(self, ids: list[int], separators: frozenset[int], weight: float) -> None:
-        self.ids, self.separators, self.weight = ids, separators, weight
+        self.ids, self.separators = ids, separators
+        self.weight = weight * len(ids) / (len(ids) + EVIDENCE)
         self.positions: dict[int, list[int]] = {}  # token -> the positions where it is followed by another
         for i in range(len(ids) - 1):
             if ids[i] not in separators and ids[i + 1] not in separators:

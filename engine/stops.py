@@ -6,6 +6,7 @@ The decoder asks `StopRule.cut(text)` after every token; once it answers, the ro
 from __future__ import annotations
 
 import io
+import re
 import tokenize
 from collections import Counter
 from contextlib import suppress
@@ -17,11 +18,42 @@ MATCH = dict(zip(CLOSERS, OPENERS))
 TRIMMABLE = set(CLOSERS) | set(":,;'\"")
 NEW_DEFINITION = ("def ", "async def ", "class ", "@")
 BLOCK_KEYWORDS = {"def", "async", "class", "if", "elif", "else", "for", "while", "try", "except", "finally", "with", "match", "case"}
+# What changes whether a line break ends a logical line: quotes, comments, escapes, brackets.
+SCAN = re.compile(r"'''|\"\"\"|[\"'#\\\n()\[\]{}]")
 NOT_CODE = {tokenize.NL, tokenize.COMMENT, tokenize.INDENT, tokenize.DEDENT, tokenize.ENCODING, tokenize.ENDMARKER}
 
 
 def indent_of(line: str) -> int:
     return len(line) - len(line.lstrip(" \t"))
+
+
+def starts_logical_line(text: str) -> list[bool]:
+    """For each line of text: does it start a logical line, outside any bracket, string or
+    backslash continuation? Only such a line's indentation says where a block ends.
+    """
+    starts, depth, quote, pos = [True], 0, "", 0
+    while (match := SCAN.search(text, pos)) is not None:
+        token, pos = match.group(), match.end()
+        if token == "\\":
+            if text.startswith("\n", pos):
+                starts.append(False)
+            pos += 1  # the escaped character
+        elif token == "\n":
+            if len(quote) == 1:
+                quote = ""  # an unclosed one-line string ends with its line
+            starts.append(not quote and depth == 0)
+        elif quote:
+            quote = "" if token == quote else quote
+        elif token == "#":
+            end = text.find("\n", pos)
+            pos = len(text) if end < 0 else end
+        elif token in OPENERS:
+            depth += 1
+        elif token in CLOSERS:
+            depth = max(depth - 1, 0)
+        else:
+            quote = token
+    return starts
 
 
 def is_block_header(line: str) -> bool:
@@ -93,8 +125,11 @@ class StopRule:
         # A body's first line sets its indentation; a line left of it has left the body.
         body_indent = indent_of(complete[0]) if self.opens_block and self.fresh_line and seen_content else None
         offset = len(complete[0]) + 1 if complete else 0
+        starts = starts_logical_line(text)
         for i, line in enumerate(complete[1:], start=1):
-            if not line.strip():
+            if not starts[i]:
+                pass  # inside a docstring or a call: its indentation is free
+            elif not line.strip():
                 if seen_content and self.max_lines is not None:  # a blank line after content ends the thought
                     return offset - 1
             else:

@@ -5,7 +5,7 @@ import torch
 from test_engine import code, random_model, tok  # noqa: F401  (module fixtures)
 
 from engine.completion import CompletionEngine
-from engine.context_ngrams import ContextNgrams, trust
+from engine.context_ngrams import EVIDENCE, ContextNgrams, trust
 from engine.model import GPT
 from engine.tokenizer import Tokenizer
 
@@ -31,7 +31,7 @@ def test_mix_moves_trust_of_the_match_order_to_what_followed() -> None:
     ngrams = ContextNgrams([4, 5, 6, 4, 5, 7, 9, 4, 5], SEP, 0.6)
     logits = torch.randn(2, 12, generator=torch.Generator().manual_seed(0))
     mixed = ngrams.mix(logits, [[], [1]]).exp()  # row 0 continues `4 5`; row 1 ends in 1, never seen
-    lam = trust(2, 0.6)
+    lam = trust(2, 0.6 * 9 / (9 + EVIDENCE))
     expected = (1 - lam) * logits[0].softmax(-1)
     expected[6] += lam / 2
     expected[7] += lam / 2
@@ -39,6 +39,13 @@ def test_mix_moves_trust_of_the_match_order_to_what_followed() -> None:
     torch.testing.assert_close(mixed[1], logits[1].softmax(-1))
     assert ContextNgrams([4, 5, 6, 4, 5], SEP, 0.0).mix(logits, [[], []]) is logits
     assert trust(1, 0.6) < trust(2, 0.6) < trust(8, 0.6) < 0.6  # longer matches earn more trust
+
+
+def test_a_short_prompt_earns_less_trust_than_a_long_one() -> None:
+    """Seven tokens of `def add(a, b):` say little about the file; the body should not copy `b):`."""
+    weights = [ContextNgrams([4, 5, 6] * k, SEP, 0.5).weight for k in (2, 20, 200)]
+    assert weights[0] < 0.1 < weights[1] < weights[2] < 0.5
+    assert weights[2] > 0.45
 
 
 def test_the_engine_copies_a_phrase_from_the_file_that_the_model_alone_does_not(random_model: GPT, tok: Tokenizer) -> None:  # noqa: F811

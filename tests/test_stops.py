@@ -10,6 +10,7 @@ from engine.stops import (
     StopRule,
     complete_lines,
     drop_repeat_of_suffix,
+    starts_logical_line,
     tidy,
     trim_suffix_overlap,
     trim_unbalanced_closers,
@@ -59,6 +60,12 @@ STOP_CASES = [
     ("def f():", True, None, "\n        return 1\n    x = 2\n", "\n        return 1"),
     ("def f():\n", True, None, "        if x:\n            y()\n        return 1\n    z = 2\n", "        if x:\n            y()\n        return 1"),
     ("    x = compute(", True, 8, "a,\n            b)\n    y = 2\nz = 3\n", "a,\n            b)\n    y = 2"),  # not a body: no effect
+    # a line inside a string, brackets or after a backslash does not leave the block, blank or not
+    ("def f():", True, None, '\n    """Doc\nat column 0\n    """\n    return 1\nx = 2\n', '\n    """Doc\nat column 0\n    """\n    return 1'),
+    ("def f():", True, 8, '\n    """Doc.\n\n    More.\n    """\n    return 1\n\nx\n', '\n    """Doc.\n\n    More.\n    """\n    return 1'),
+    ("def f():", True, None, "\n    x = g(\na)\n    return x\ny = 1\n", "\n    x = g(\na)\n    return x"),
+    ("def f():", True, None, "\n    x = 1 + \\\n2\n    return x\ny = 1\n", "\n    x = 1 + \\\n2\n    return x"),
+    ("def f():", True, None, '\n    # see """\n    return 1\nx = 2\n', '\n    # see """\n    return 1'),  # not in a comment
 ]
 
 
@@ -76,6 +83,27 @@ def test_stop_rule_is_a_prefix_property() -> None:
     first = next(i for i, c in enumerate(cuts) if c is not None)
     assert all(c == len(BODY) for c in cuts[first:])
     assert full[:first].endswith("\n")  # answered as soon as the dedented line was complete
+
+
+@pytest.mark.parametrize(
+    ("text", "starts"),
+    [
+        ("a = 1\nb = 2", [True, True]),
+        ('s = """x\ny"""\nz', [True, False, True]),
+        ("s = '''x\n'''\n", [True, False, True]),
+        ('s = "a\\"b"\nz', [True, True]),  # an escaped quote does not close
+        ('s = "open\nz', [True, True]),  # a one-line string ends with its line
+        ('s = "a\\\nb"\nz', [True, False, True]),  # ... unless the break is escaped
+        ("f(a,\n  b)\nz", [True, False, True]),
+        ("x = [1, (2,\n3)]\ny", [True, False, True]),
+        ("x = 1 + \\\n  2\ny", [True, False, True]),
+        ("# (unclosed ''' in a comment\nz", [True, True]),
+        ("s = '(#'\nz", [True, True]),  # brackets and hashes in a string are text
+        ("x)\ny", [True, True]),  # a closer the text never opened (the prefix did)
+    ],
+)
+def test_starts_logical_line(text: str, starts: list[bool]) -> None:
+    assert starts_logical_line(text) == starts
 
 
 @pytest.mark.parametrize(
