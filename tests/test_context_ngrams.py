@@ -44,8 +44,8 @@ def test_mix_moves_trust_of_the_match_order_to_what_followed() -> None:
 def test_a_short_prompt_earns_less_trust_than_a_long_one() -> None:
     """Seven tokens of `def add(a, b):` say little about the file; the body should not copy `b):`."""
     weights = [ContextNgrams([4, 5, 6] * k, SEP, 0.5).weight for k in (2, 20, 200)]
-    assert weights[0] < 0.1 < weights[1] < weights[2] < 0.5
-    assert weights[2] > 0.45
+    assert weights[0] < 0.25 < weights[1] < weights[2] < 0.5  # 6 tokens: under half the weight
+    assert weights[2] > 0.45  # 600 tokens: nearly all of it
 
 
 def test_the_engine_copies_a_phrase_from_the_file_that_the_model_alone_does_not(random_model: GPT, tok: Tokenizer) -> None:  # noqa: F811
