@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -54,6 +55,14 @@ def test_resume_continues_a_run_from_its_saved_config(tmp_path: Path, prepared: 
 
     last = load_checkpoint(run / "last")
     assert last.provenance["step"] == 4 and last.model.config.block_size == 32
+
+    # A copied run goes on in the copy; the folder it came from is left as it was.
+    copy = tmp_path / "copy"
+    shutil.copytree(run, copy)
+    before = (run / "metrics.jsonl").read_bytes()
+    invoke("train", prepared["data"], "--out", copy, "--max-steps", 6, "--resume", "--device", "cpu")
+    assert load_checkpoint(copy / "last").provenance["step"] == 6 and load_checkpoint(run / "last").provenance["step"] == 4
+    assert (run / "metrics.jsonl").read_bytes() == before
 
 
 def test_quickstart_runs_the_pipeline_and_resumes(tmp_path: Path) -> None:

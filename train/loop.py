@@ -348,11 +348,15 @@ def _tensorboard(logdir: Path):  # -> SummaryWriter | None
 
 
 def load_train_config(out: Path, **overrides: Any) -> TrainConfig:
-    """The config a run was started with, for --resume; budget flags may be overridden."""
+    """The config a run was started with, for --resume; budget flags may be overridden.
+
+    The run goes on in `out` itself, wherever it was started: a copied or moved run folder must
+    not write into the folder it came from.
+    """
     path = out / CONFIG_FILE
     if not path.is_file():
         raise CodecompleteError(f"{out} holds no {CONFIG_FILE}; nothing to resume there")
     saved = json.loads(path.read_text())
     known = {f.name for f in fields(TrainConfig)}
-    merged = {k: v for k, v in saved.items() if k in known} | {k: v for k, v in overrides.items() if v is not None}
+    merged = {k: v for k, v in saved.items() if k in known} | {k: v for k, v in overrides.items() if v is not None} | {"out": str(out)}
     return TrainConfig(**merged)
