@@ -130,6 +130,29 @@ def test_collect_counts_each_rejection(tmp_path: Path, data: bytes, reason: str)
     assert [row["path"] for row in read_rows(tmp_path / "out")] == ["kept.py"]
 
 
+TEST_PATHS = ["tests/test_util.py", "pkg/test_io.py", "pkg/io_test.py", "conftest.py", "Lib/test/support/__init__.py",
+              "idlelib/idle_test/htest.py", "app/tests.py", "testing/helpers.py"]
+NOT_TEST_PATHS = ["pkg/util.py", "contest.py", "latest/util.py", "pytest_plugin.py", "unittest/case.py", "attest.py"]
+
+
+@pytest.mark.parametrize("keep", [False, True])
+def test_test_files_are_dropped_and_counted_unless_kept(tmp_path: Path, keep: bool) -> None:
+    src = tmp_path / "src"
+    for path in TEST_PATHS + NOT_TEST_PATHS:
+        write(src / path, py_source(path.replace("/", "_").removesuffix(".py")))
+    summary = collect([src], tmp_path / "out", CollectConfig(filters=FilterConfig(drop_tests=not keep)))
+    kept = {row["path"] for row in read_rows(tmp_path / "out")}
+    assert kept == set(NOT_TEST_PATHS + (TEST_PATHS if keep else []))
+    assert summary.rejected == ({} if keep else {"test_file": len(TEST_PATHS)})
+
+
+def test_a_folder_of_tests_only_says_how_to_keep_them(tmp_path: Path) -> None:
+    write(tmp_path / "src" / "tests" / "test_a.py", py_source("a"))
+    with pytest.raises(CodecompleteError) as excinfo:
+        collect([tmp_path / "src"], tmp_path / "out", CollectConfig())
+    assert "test_file 1" in one_line_error(excinfo) and "--keep-tests" in one_line_error(excinfo)
+
+
 def test_size_limits_are_inclusive(tmp_path: Path) -> None:
     cfg = FilterConfig(min_bytes=1000, max_bytes=3000)
     src = tmp_path / "src"

@@ -47,6 +47,8 @@ def scenario() -> list[FakeRepo]:
             "core/nul.py": py_source("nul") + b"\x00\n",
             "core/link.py": Symlink("a.py"),
             "core/.cache/x.py": py_source("hidden"),
+            "core/tests/test_a.py": py_source("test_a"),  # test files are not fetched
+            "conftest.py": py_source("conftest"),
             "vendor/six.py": SIX,
             "docs/index.md": b"# docs\n" * 300,
             "third_party/lib": Submodule(),

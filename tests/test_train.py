@@ -46,17 +46,18 @@ def test_run_writes_checkpoints_metrics_and_lowers_the_loss(prepared: dict[str, 
     assert (run / "trainer_state.pt").is_file() and list((run / "tb").iterdir())
 
 
-def test_killed_and_resumed_run_matches_an_uninterrupted_one(prepared: dict[str, Path], tmp_path: Path) -> None:
-    Trainer(tiny_config(prepared, tmp_path / "straight")).run()
+@pytest.mark.parametrize("optimizer", ["adamw", "muon"])
+def test_killed_and_resumed_run_matches_an_uninterrupted_one(prepared: dict[str, Path], tmp_path: Path, optimizer: str) -> None:
+    Trainer(tiny_config(prepared, tmp_path / "straight", optimizer=optimizer)).run()
 
     def die_after_first_checkpoint(event: dict) -> None:
         if event["event"] == "eval":
             raise KeyboardInterrupt  # as if killed right after step 3 was written
 
     with pytest.raises(KeyboardInterrupt):
-        Trainer(tiny_config(prepared, tmp_path / "resumed"), report=die_after_first_checkpoint).run()
+        Trainer(tiny_config(prepared, tmp_path / "resumed", optimizer=optimizer), report=die_after_first_checkpoint).run()
     assert load_checkpoint(tmp_path / "resumed" / "last").provenance["step"] == 3
-    Trainer(tiny_config(prepared, tmp_path / "resumed"), resume=True).run()
+    Trainer(tiny_config(prepared, tmp_path / "resumed", optimizer=optimizer), resume=True).run()
 
     a, b = weights(tmp_path / "straight"), weights(tmp_path / "resumed")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
@@ -98,8 +99,10 @@ def test_repeated_nan_steps_before_a_checkpoint_stop_with_a_clear_message(prepar
     assert trainer.step == 0
 
 
-def test_overfit_batch_drives_the_loss_down(prepared: dict[str, Path], tmp_path: Path) -> None:
-    cfg = tiny_config(prepared, tmp_path / "run", overfit_batch=True, max_steps=60, eval_every=1000, lr=1e-2, warmup_steps=5, batch_size=2, grad_accum=1)
+@pytest.mark.parametrize("optimizer", ["adamw", "muon"])
+def test_overfit_batch_drives_the_loss_down(prepared: dict[str, Path], tmp_path: Path, optimizer: str) -> None:
+    cfg = tiny_config(prepared, tmp_path / "run", overfit_batch=True, max_steps=60, eval_every=1000, lr=1e-2, warmup_steps=5, batch_size=2,
+                      grad_accum=1, optimizer=optimizer)
     losses: list[float] = []
     Trainer(cfg, report=lambda e: losses.append(e["loss"]) if e["event"] == "step" else None).run()
     assert losses[-1] < 0.25 * losses[0]
@@ -111,6 +114,18 @@ def test_schedule_warms_up_then_decays_to_the_floor() -> None:
     assert lr_at(cfg, 9, 0.0) == pytest.approx(1.0)
     assert lr_at(cfg, 50, 0.5) == pytest.approx(0.55)
     assert lr_at(cfg, 99, 1.0) == pytest.approx(0.1) == lr_at(cfg, 99, 3.0)
+
+
+def test_an_unknown_optimizer_is_one_clear_line(prepared: dict[str, Path], tmp_path: Path) -> None:
+    with pytest.raises(CodecompleteError, match="unknown optimizer 'sgd'; choose adamw or muon"):
+        Trainer(tiny_config(prepared, tmp_path / "run", optimizer="sgd"))
+    assert not (tmp_path / "run").exists()
+
+
+def test_muon_with_fsdp_is_refused_before_anything_is_written(prepared: dict[str, Path], tmp_path: Path) -> None:
+    with pytest.raises(CodecompleteError, match="--optimizer adamw with --fsdp"):
+        Trainer(tiny_config(prepared, tmp_path / "run", optimizer="muon", fsdp=True))
+    assert not (tmp_path / "run").exists()
 
 
 def test_a_budget_is_required(prepared: dict[str, Path], tmp_path: Path) -> None:

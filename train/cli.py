@@ -16,6 +16,7 @@ import typer
 from engine.errors import CodecompleteError
 from engine.model import PRESETS
 from train.eval_cli import add_eval_commands
+from train.filters import KEEP_TESTS_HELP
 from train.loop import TrainConfig
 from train.progress import console, make_progress
 from train.scrape_cli import scrape_app
@@ -44,11 +45,11 @@ def default_code_folders() -> list[Path]:
 
 
 # -- collect ---------------------------------------------------------------------------------
-def run_collect(folders: list[Path], out: Path, min_bytes: int = 1024, max_bytes: int = 100_000, overwrite: bool = False) -> Any:
+def run_collect(folders: list[Path], out: Path, min_bytes: int = 1024, max_bytes: int = 100_000, overwrite: bool = False, keep_tests: bool = False) -> Any:
     from train.collect import CollectConfig, collect, count_candidate_files
     from train.filters import FilterConfig
 
-    cfg = CollectConfig(filters=FilterConfig(min_bytes=min_bytes, max_bytes=max_bytes), overwrite=overwrite)
+    cfg = CollectConfig(filters=FilterConfig(min_bytes=min_bytes, max_bytes=max_bytes, drop_tests=not keep_tests), overwrite=overwrite)
     with make_progress("files") as progress:
         task = progress.add_task("collect", total=count_candidate_files(folders))
         summary = collect(folders, out, cfg, on_file=lambda n: progress.advance(task))
@@ -64,10 +65,11 @@ def collect_cmd(
     out: Annotated[Path, typer.Option(help="Folder for the Parquet shards and summary.json.")] = Path("corpus"),
     min_bytes: Annotated[int, typer.Option(help="Skip files smaller than this.")] = 1024,
     max_bytes: Annotated[int, typer.Option(help="Skip files larger than this.")] = 100_000,
+    keep_tests: Annotated[bool, typer.Option(help=KEEP_TESTS_HELP)] = False,
     overwrite: Annotated[bool, typer.Option(help="Replace shards already in --out.")] = False,
 ) -> None:
     """Walk folders, keep clean unique Python files, write a Parquet corpus."""
-    run_collect(folders, out, min_bytes, max_bytes, overwrite)
+    run_collect(folders, out, min_bytes, max_bytes, overwrite, keep_tests)
 
 
 # -- tokenizer -------------------------------------------------------------------------------
@@ -226,6 +228,7 @@ def train_cmd(
     batch_size: Annotated[int, typer.Option(help="Sequences per micro-batch.")] = TRAIN_DEFAULTS.batch_size,
     grad_accum: Annotated[int, typer.Option(help="Micro-batches per optimizer step, shared out over torchrun's processes.")] = TRAIN_DEFAULTS.grad_accum,
     lr: Annotated[float, typer.Option(help="Peak learning rate.")] = TRAIN_DEFAULTS.lr,
+    optimizer: Annotated[str, typer.Option(help="adamw, or muon: orthogonalised momentum for the blocks' matrices (AdamW for the rest).")] = TRAIN_DEFAULTS.optimizer,
     warmup_steps: Annotated[int, typer.Option(help="Steps of linear warmup.")] = TRAIN_DEFAULTS.warmup_steps,
     block_size: Annotated[int | None, typer.Option(help="Context length in tokens (default: the preset's).")] = None,
     fim_rate: Annotated[float, typer.Option(help="Share of documents turned into fill-in-the-middle examples.")] = TRAIN_DEFAULTS.fim_rate,
@@ -247,7 +250,7 @@ def train_cmd(
     else:
         cfg = TrainConfig(
             data=str(data), out=str(out), preset=preset, block_size=block_size, max_steps=max_steps, minutes=minutes,
-            batch_size=batch_size, grad_accum=grad_accum, lr=lr, warmup_steps=warmup_steps, fim_rate=fim_rate,
+            batch_size=batch_size, grad_accum=grad_accum, lr=lr, optimizer=optimizer, warmup_steps=warmup_steps, fim_rate=fim_rate,
             eval_every=eval_every, eval_tokens=eval_tokens, log_every=log_every, seed=seed, device=device,
             overfit_batch=overfit_batch, fsdp=fsdp, compile=compile,
         )

@@ -21,7 +21,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from engine.errors import CodecompleteError
-from train.filters import FilterConfig, reject_reason
+from train.filters import FilterConfig, is_test_path, reject_reason
 
 SCHEMA = pa.schema(
     [
@@ -164,6 +164,11 @@ def _collect_into(
             seen_before = summary.files_seen
             for file in iter_python_files(folder, cfg.follow_symlinks):
                 summary.files_seen += 1
+                path = file.relative_to(folder).as_posix()
+                if cfg.filters.drop_tests and is_test_path(path):
+                    rejected["test_file"] += 1
+                    _notify(on_file, 0)
+                    continue
                 try:
                     data, n_bytes = _read_capped(file, cfg.filters.max_bytes)
                 except OSError:
@@ -172,7 +177,6 @@ def _collect_into(
                     continue
                 reason, content, sha = judge(data, cfg.filters, seen_shas)
                 if reason is None:
-                    path = file.relative_to(folder).as_posix()
                     writer.add(_row(repo, path, sha, len(data), content), len(data))
                     summary.files_kept += 1
                     summary.bytes_kept += len(data)
@@ -239,7 +243,7 @@ def _nothing_kept_message(files_seen: int, rejected: Counter[str]) -> str:
     reasons = ", ".join(f"{reason} {n}" for reason, n in rejected.most_common(3))
     return (
         f"none of the {files_seen} .py files passed the filters (rejected: {reasons}); "
-        "point collect at more code or loosen the filters"
+        + ("pass --keep-tests to keep test files" if rejected.most_common(1)[0][0] == "test_file" else "point collect at more code or loosen the filters")
     )
 
 

@@ -25,6 +25,7 @@ from engine.model import GPT, PRESETS, config_from_preset
 from engine.tokenizer import Tokenizer
 from train import distributed, run_folder
 from train.data import FimTokens, TokenShards, batch_rng
+from train.muon import Muon
 
 CONFIG_FILE = "train_config.json"
 METRICS_FILE = "metrics.jsonl"
@@ -50,6 +51,7 @@ class TrainConfig:
     weight_decay: float = 0.1
     grad_clip: float = 1.0
     fim_rate: float = 0.5
+    optimizer: str = "adamw"  # or "muon"
     eval_every: int = 100
     eval_tokens: int = 65_536
     log_every: int = 10
@@ -72,9 +74,16 @@ def lr_at(cfg: TrainConfig, step: int, progress: float) -> float:
     return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * cosine)
 
 
-def make_optimizer(model: GPT, cfg: TrainConfig, device: torch.device) -> torch.optim.AdamW:
-    decay = [p for p in model.parameters() if p.dim() >= 2]  # matrices and embeddings, not norms
-    no_decay = [p for p in model.parameters() if p.dim() < 2]
+def make_optimizer(model: GPT, cfg: TrainConfig, device: torch.device) -> torch.optim.Optimizer:
+    named = list(model.named_parameters())
+    no_decay = [p for _, p in named if p.dim() < 2]  # norm gains
+    if cfg.optimizer == "muon":
+        hidden = [p for name, p in named if p.dim() == 2 and ".h." in name]  # the blocks' matrices
+        embedding = [p for name, p in named if p.dim() == 2 and ".h." not in name]
+        groups = [{"params": hidden, "weight_decay": cfg.weight_decay, "muon": True},
+                  {"params": embedding, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+        return Muon(groups, lr=cfg.lr)
+    decay = [p for _, p in named if p.dim() >= 2]  # matrices and embeddings
     groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.95), fused=device.type == "cuda")
 
@@ -117,6 +126,11 @@ class Trainer:
     def __init__(self, cfg: TrainConfig, resume: bool = False, report: Report | None = None) -> None:
         if cfg.max_steps is None and cfg.minutes is None:
             raise CodecompleteError("give a budget: --max-steps N and/or --minutes M")
+        if cfg.optimizer not in ("adamw", "muon"):
+            raise CodecompleteError(f"unknown optimizer {cfg.optimizer!r}; choose adamw or muon")
+        if cfg.optimizer == "muon" and cfg.fsdp:
+            # Newton-Schulz needs each whole matrix; FSDP gives every process a slice of it
+            raise CodecompleteError("--optimizer muon cannot shard its matrices; use --optimizer adamw with --fsdp")
         if cfg.preset not in PRESETS:
             raise CodecompleteError(f"unknown preset {cfg.preset!r}; choose one of {', '.join(PRESETS)}")
         self.dist, self.device = distributed.setup(cfg.device)

@@ -13,7 +13,7 @@ from typing import Annotated, Any
 import typer
 from rich.logging import RichHandler
 
-from train.filters import FilterConfig
+from train.filters import KEEP_TESTS_HELP, FilterConfig
 from train.github.config import DEFAULT_API_URL, ScrapeConfig
 from train.github.scrape import ScrapeSummary, scrape
 from train.github.token import Token, load_token
@@ -91,6 +91,7 @@ def github_cmd(
     licenses: Annotated[str, typer.Option(help="Comma-separated SPDX ids to allow, e.g. MIT,Apache-2.0,BSD-3-Clause (default: any).")] = "",
     min_bytes: Annotated[int, typer.Option(help="Skip files smaller than this.")] = DEFAULTS.filters.min_bytes,
     max_bytes: Annotated[int, typer.Option(help="Skip files larger than this.")] = DEFAULTS.filters.max_bytes,
+    keep_tests: Annotated[bool, typer.Option(help=KEEP_TESTS_HELP)] = False,
     max_repos: Annotated[int | None, typer.Option(help="Stop after looking at this many repositories (all runs together).")] = None,
     concurrency: Annotated[int, typer.Option(help="Repositories fetched at once.")] = DEFAULTS.concurrency,
     api_url: Annotated[str, typer.Option(help="API root: GitHub Enterprise is https://HOST/api/v3.")] = DEFAULT_API_URL,
@@ -103,7 +104,7 @@ def github_cmd(
     cfg = ScrapeConfig(
         out=out, api_url=api_url, min_stars=min_stars, since=since, until=until, python_share=python_share,
         licenses=tuple(name.strip() for name in licenses.split(",") if name.strip()),
-        filters=FilterConfig(min_bytes=min_bytes, max_bytes=max_bytes), max_repos=max_repos,
+        filters=FilterConfig(min_bytes=min_bytes, max_bytes=max_bytes, drop_tests=not keep_tests), max_repos=max_repos,
         concurrency=concurrency, batch_files=batch_files, tarball_max_mb=tarball_max_mb,
     )
     run_scrape_github(cfg, load_token(token_env, token_file))

@@ -14,7 +14,7 @@ from typing import IO, Any
 from urllib.parse import quote
 
 from train.collect import SKIPPED_DIR_NAMES
-from train.filters import FilterConfig
+from train.filters import FilterConfig, is_test_path
 from train.github.client import GitHubClient, GitHubStatus
 from train.github.config import ScrapeConfig
 
@@ -137,13 +137,13 @@ def _walk(client: GitHubClient, full_name: str, sha: str, prefix: str) -> list[d
 def select_files(
     entries: list[dict[str, Any]], filters: FilterConfig, known: Callable[[str], bool]
 ) -> list[TreeFile]:
-    """Python files worth downloading: plain files, in size range, not seen before, by path."""
+    """Python files worth downloading: plain files, in size range, not tests (unless kept), not seen before."""
     chosen: dict[str, TreeFile] = {}  # by sha: a file copied within one repo is fetched once
     for entry in entries:
         path = entry["path"]
         if entry["type"] != "blob" or entry["mode"] not in FILE_MODES or not path.endswith(".py"):
             continue
-        if any(_skipped_dir(part) for part in path.split("/")[:-1]):
+        if any(_skipped_dir(part) for part in path.split("/")[:-1]) or (filters.drop_tests and is_test_path(path)):
             continue
         size = int(entry.get("size", 0))
         if not filters.min_bytes <= size <= filters.max_bytes or entry["sha"] in chosen:

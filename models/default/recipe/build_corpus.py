@@ -26,6 +26,7 @@ import pyarrow.parquet as pq
 
 from engine.errors import CodecompleteError
 from train.collect import CollectConfig, collect
+from train.filters import FilterConfig
 
 # The model card's held-out evaluation (typer vendors click as _click).
 HELD_OUT = {"typer", "click", "_click", "pygls", "cattrs", "cattr", "markdown_it", "httpx2", "attrs", "attr",
@@ -36,7 +37,8 @@ SKIP = {"__pycache__", "nvidia"}  # nvidia/: CUDA libraries and headers, no Pyth
 def collect_folder(args: tuple[int, str, str]) -> None:
     i, folder, work = args
     with suppress(CodecompleteError):  # no .py files there, or none passed the filters
-        collect([Path(folder)], Path(work) / f"{i:04d}", CollectConfig())
+        # The default model was trained before collect dropped test files by default.
+        collect([Path(folder)], Path(work) / f"{i:04d}", CollectConfig(filters=FilterConfig(drop_tests=False)))
 
 
 def source_folders() -> list[Path]:
