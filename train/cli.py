@@ -16,7 +16,7 @@ import typer
 from engine.errors import CodecompleteError
 from engine.model import PRESETS
 from train.eval_cli import add_eval_commands
-from train.filters import KEEP_TESTS_HELP
+from train.filters import KEEP_TESTS_HELP, FilterConfig
 from train.loop import TrainConfig
 from train.progress import console, make_progress
 from train.scrape_cli import scrape_app
@@ -47,7 +47,6 @@ def default_code_folders() -> list[Path]:
 # -- collect ---------------------------------------------------------------------------------
 def run_collect(folders: list[Path], out: Path, min_bytes: int = 1024, max_bytes: int = 100_000, overwrite: bool = False, keep_tests: bool = False) -> Any:
     from train.collect import CollectConfig, collect, count_candidate_files
-    from train.filters import FilterConfig
 
     cfg = CollectConfig(filters=FilterConfig(min_bytes=min_bytes, max_bytes=max_bytes, drop_tests=not keep_tests), overwrite=overwrite)
     with make_progress("files") as progress:

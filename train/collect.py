@@ -240,11 +240,10 @@ def _row(repo: str, path: str, sha: str, size: int, content: str) -> dict[str, o
 
 
 def _nothing_kept_message(files_seen: int, rejected: Counter[str]) -> str:
-    reasons = ", ".join(f"{reason} {n}" for reason, n in rejected.most_common(3))
-    return (
-        f"none of the {files_seen} .py files passed the filters (rejected: {reasons}); "
-        + ("pass --keep-tests to keep test files" if rejected.most_common(1)[0][0] == "test_file" else "point collect at more code or loosen the filters")
-    )
+    top = rejected.most_common(3)
+    reasons = ", ".join(f"{reason} {n}" for reason, n in top)
+    fix = "pass --keep-tests to keep test files" if top[0][0] == "test_file" else "point collect at more code or loosen the filters"
+    return f"none of the {files_seen} .py files passed the filters (rejected: {reasons}); {fix}"
 
 
 def _publish(staging: Path, out: Path, names: list[str]) -> None:

@@ -57,7 +57,8 @@ class Muon(torch.optim.Optimizer):
             for p in group["params"]:
                 if p.grad is None:
                     continue
-                p.mul_(1 - lr * wd)
+                if wd:
+                    p.mul_(1 - lr * wd)
                 if group["muon"]:
                     self._muon_update(p, group)
                 else:
