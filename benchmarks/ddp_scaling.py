@@ -21,7 +21,6 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))  # runnable from a plain checkout
 sys.path.insert(0, str(REPO / "tests"))  # the tests' synthetic corpus
 
 
@@ -29,7 +28,7 @@ def synthetic_data(root: Path) -> Path:
     """Plausible Python files -> tokenizer -> token shards, as the tests build them (about 10 s)."""
     from conftest import write_python_tree
 
-    from train.cli import run_collect, run_prepare, run_tokenizer
+    from codecomplete.train.cli import run_collect, run_prepare, run_tokenizer
 
     write_python_tree(root / "code", n_repos=6, files_per_repo=20)
     run_collect([root / "code"], root / "corpus")
@@ -39,7 +38,7 @@ def synthetic_data(root: Path) -> Path:
 
 
 def tokens_per_s(data: Path, out: Path, nproc: int, args: argparse.Namespace, compile: bool) -> float:
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(nproc), "-m", "train.cli",
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(nproc), "-m", "codecomplete.train.cli",
            "train", str(data), "--out", str(out), "--preset", args.preset, "--block-size", str(args.block_size),
            "--batch-size", str(args.batch_size), "--grad-accum", "2", "--max-steps", str(args.steps),
            "--eval-every", str(10**9), "--eval-tokens", str(args.block_size), "--log-every", "1", "--device", args.device]

@@ -20,11 +20,11 @@ from pathlib import Path
 
 import torch
 
-from engine.checkpoint import load_checkpoint
-from engine.completion import CompletionEngine
-from engine.device import pick_device
-from engine.model import GPT, config_from_preset
-from engine.prompt import build_prompt
+from codecomplete.engine.checkpoint import load_checkpoint
+from codecomplete.engine.completion import CompletionEngine
+from codecomplete.engine.device import pick_device
+from codecomplete.engine.model import GPT, config_from_preset
+from codecomplete.engine.prompt import build_prompt
 
 
 def percentiles(ms: list[float]) -> str:
@@ -95,7 +95,7 @@ def main() -> None:
         ckpt = load_checkpoint(args.checkpoint, device)
         model, tok = ckpt.model, ckpt.tokenizer
     else:
-        from engine.tokenizer import Tokenizer
+        from codecomplete.engine.tokenizer import Tokenizer
 
         tok = Tokenizer.from_file(args.tokenizer)
         torch.manual_seed(args.seed)

@@ -76,9 +76,9 @@ def random_checkpoint(preset: str, out: Path) -> Path:
     """Random weights of the preset's shape, with a tokenizer trained here on stdlib code."""
     import torch
 
-    from engine.checkpoint import save_checkpoint
-    from engine.model import GPT, config_from_preset
-    from train.tokenizer_train import train_tokenizer
+    from codecomplete.engine.checkpoint import save_checkpoint
+    from codecomplete.engine.model import GPT, config_from_preset
+    from codecomplete.train.tokenizer_train import train_tokenizer
 
     texts = [p.read_text(encoding="utf-8", errors="replace") for p in sorted(STDLIB.glob("*.py"))[:120]]
     tok = train_tokenizer(texts, 4096)
@@ -113,7 +113,7 @@ def main() -> None:
         doc = text[:start] + text[start + args.chars :]  # the suffix stays as it is while typing
 
         bin_dir = Path(sys.executable).parent
-        cmd = [str(bin_dir / "codecomplete-lsp")] if (bin_dir / "codecomplete-lsp").exists() else [sys.executable, "-m", "lsp.server"]
+        cmd = [str(bin_dir / "codecomplete-lsp")] if (bin_dir / "codecomplete-lsp").exists() else [sys.executable, "-m", "codecomplete.lsp"]
         env = {k: v for k, v in os.environ.items() if k != "CODECOMPLETE_CHECKPOINT"}
         client = Client([*cmd, "--log-level", "warning"], env)
         options = {"checkpoint": str(checkpoint), "device": args.device, "threads": args.threads,

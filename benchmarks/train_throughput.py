@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import sys
 import time
 from contextlib import nullcontext
 from pathlib import Path
@@ -20,11 +19,10 @@ from typing import Any
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # runnable from a plain checkout
-from engine.device import DEVICE_CHOICES, pick_device
-from engine.errors import CodecompleteError
-from engine.model import GPT, PRESETS, config_from_preset
-from train.loop import TrainConfig, make_optimizer
+from codecomplete.engine.device import DEVICE_CHOICES, pick_device
+from codecomplete.engine.errors import CodecompleteError
+from codecomplete.engine.model import GPT, PRESETS, config_from_preset
+from codecomplete.train.loop import TrainConfig, make_optimizer
 
 # Dense bf16 tensor-core peaks (TFLOPS); matched as substrings of torch.cuda.get_device_name().
 PEAK_BF16_TFLOPS = {"H200": 989.0, "H100": 989.0, "A100": 312.0}

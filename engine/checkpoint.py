@@ -13,9 +13,9 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from engine.errors import CodecompleteError
-from engine.model import GPT, GPTConfig
-from engine.tokenizer import Tokenizer
+from codecomplete.engine.errors import CodecompleteError
+from codecomplete.engine.model import GPT, GPTConfig
+from codecomplete.engine.tokenizer import Tokenizer
 
 FORMAT_VERSION = 1
 CONFIG_FILE, WEIGHTS_FILE, TOKENIZER_FILE = "config.json", "model.safetensors", "tokenizer.json"

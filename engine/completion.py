@@ -15,15 +15,15 @@ from pathlib import Path
 
 import torch
 
-from engine.checkpoint import load_checkpoint
-from engine.context_ngrams import ContextNgrams
-from engine.copy_index import CopyIndex
-from engine.decoding import Cancelled, Decoded, DecodeParams, Decoder
-from engine.device import pick_device
-from engine.model import GPT, KVCache
-from engine.prompt import build_prompt
-from engine.stops import StopRule, complete_lines, tidy
-from engine.tokenizer import Tokenizer
+from codecomplete.engine.checkpoint import load_checkpoint
+from codecomplete.engine.context_ngrams import ContextNgrams
+from codecomplete.engine.copy_index import CopyIndex
+from codecomplete.engine.decoding import Cancelled, Decoded, DecodeParams, Decoder
+from codecomplete.engine.device import pick_device
+from codecomplete.engine.model import GPT, KVCache
+from codecomplete.engine.prompt import build_prompt
+from codecomplete.engine.stops import StopRule, complete_lines, tidy
+from codecomplete.engine.tokenizer import Tokenizer
 
 __all__ = ["Cancelled", "Candidate", "CompletionEngine"]
 

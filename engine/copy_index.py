@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from engine.errors import CodecompleteError
+from codecomplete.engine.errors import CodecompleteError
 
 WINDOW = 50
 STRIDE = 16

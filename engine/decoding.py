@@ -10,13 +10,14 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from math import inf
 
 import torch
 
-from engine.context_ngrams import ContextNgrams
-from engine.healing import TokenHealer, remaining
-from engine.model import GPT, KVCache
-from engine.tokenizer import Tokenizer
+from codecomplete.engine.context_ngrams import ContextNgrams
+from codecomplete.engine.healing import TokenHealer, remaining
+from codecomplete.engine.model import GPT, KVCache
+from codecomplete.engine.tokenizer import Tokenizer
 
 
 def filter_logits(logits: torch.Tensor, temperature: float, top_k: int | None = None, top_p: float | None = None) -> torch.Tensor:
@@ -71,6 +72,10 @@ class Decoded:
     @property
     def score(self) -> float:
         return self.logprob / max(self.n_tokens, 1)
+
+
+def mean_logprob(row: Row) -> float:
+    return row.logprob / max(len(row.ids), 1)
 
 
 def loop_period(ids: list[int]) -> int | None:
@@ -188,7 +193,7 @@ class Decoder:
     def _beam(self, cache: KVCache, logits: torch.Tensor, params: DecodeParams, heal: bytes, stop: Callable[[str], int | None],
               cancel: threading.Event | None, deadline: float | None, context: ContextNgrams | None, lead: bytes) -> list[Decoded]:
         """Beam search over length-normalised log-probability; finished beams leave the beam."""
-        width = params.num_beams
+        width, wanted = params.num_beams, max(params.num_beams, params.n)
         beams, finished = [Row(pending=heal + lead)], []
         logits = logits.float()
         for _ in range(params.max_new_tokens):
@@ -216,14 +221,17 @@ class Decoder:
                     parents.append(parent)
                     tokens.append(tok)
             beams = survivors  # the beams of the last step are their parents, one token short
-            if not survivors or len(finished) >= max(width, params.n) or cache.pos >= cache.k.size(3):
+            finished = sorted(finished, key=mean_logprob, reverse=True)[:wanted]
+            # A live beam's mean can still rise, so the search goes on while one beats a kept answer.
+            settled = len(finished) == wanted and max(map(mean_logprob, beams), default=-inf) <= mean_logprob(finished[-1])
+            if not survivors or settled or cache.pos >= cache.k.size(3):
                 break
             index = torch.tensor(parents, device=logits.device)
             cache = cache.select(index)
             logits, _ = self.model(torch.tensor(tokens, device=logits.device).unsqueeze(1), cache=cache)
             logits = logits[:, -1].float()
         # Unfinished beams are answers only when the search ran out of tokens or time.
-        live = [] if len(finished) >= max(width, params.n) else beams
+        live = [] if len(finished) == wanted else beams
         return [self.finish(r, heal) for r in finished + live]
 
     @staticmethod

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 
-from engine.errors import CodecompleteError
+from codecomplete.engine.errors import CodecompleteError
 
 DEVICE_CHOICES = ("auto", "cuda", "mps", "cpu")
 

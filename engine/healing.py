@@ -10,7 +10,7 @@ import bisect
 
 import torch
 
-from engine.tokenizer import Tokenizer
+from codecomplete.engine.tokenizer import Tokenizer
 
 
 def worth_healing(token: bytes) -> bool:

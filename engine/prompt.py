@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from engine.healing import worth_healing
-from engine.tokenizer import Tokenizer
+from codecomplete.engine.healing import worth_healing
+from codecomplete.engine.tokenizer import Tokenizer
 
 SUFFIX_SHARE = 0.25  # of the prompt budget; the prefix gets the rest, and what the suffix leaves
 # Characters tokenized per budget token (code averages 3-4 per token), widened when too few:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from tokenizers import Tokenizer as HFTokenizer
 
-from engine.errors import CodecompleteError
+from codecomplete.engine.errors import CodecompleteError
 
 # Names used everywhere in the code; the strings live only here.
 SPECIAL_TOKENS: dict[str, str] = {

@@ -11,7 +11,7 @@ from typing import Protocol
 
 from lsprotocol import types
 
-from lsp.text import Cursor, label_of
+from codecomplete.lsp.text import Cursor, label_of
 
 ACCEPTED = "codecomplete.accepted"
 

@@ -22,14 +22,14 @@ from pygls.capabilities import get_capability
 from pygls.lsp.server import LanguageServer
 from pygls.uris import to_fs_path
 
-from lsp import __version__
-from lsp.acceptance import AcceptanceLog, default_log_path
-from lsp.convert import ACCEPTED, lsp_completion_items, lsp_inline_items, word_range
-from lsp.logs import log, progress, set_level, setup_logging
-from lsp.settings import LOG_LEVELS, SECTION, Settings, checkpoint_path, overlay, section_of
-from lsp.text import Document, cursor_at, position_index, replace, split_lines, text_around
-from lsp.transport import Protocol, serve_stdio, serve_tcp
-from lsp.worker import Request, Superseded, Worker
+from codecomplete.lsp import __version__
+from codecomplete.lsp.acceptance import AcceptanceLog, default_log_path
+from codecomplete.lsp.convert import ACCEPTED, lsp_completion_items, lsp_inline_items, word_range
+from codecomplete.lsp.logs import log, progress, set_level, setup_logging
+from codecomplete.lsp.settings import LOG_LEVELS, SECTION, Settings, checkpoint_path, overlay, section_of
+from codecomplete.lsp.text import Document, cursor_at, position_index, replace, split_lines, text_around
+from codecomplete.lsp.transport import Protocol, serve_stdio, serve_tcp
+from codecomplete.lsp.worker import Request, Superseded, Worker
 
 STATUS, RELOAD = "codecomplete.status", "codecomplete.reload"
 TRIGGERS = [".", "(", "[", "{", ",", "="]  # besides identifier characters, which clients send anyway
@@ -98,8 +98,8 @@ class CodecompleteServer(LanguageServer):
             return []
         self.copy_index_setting, index, warnings = setting, None, []
         if setting:
-            from engine.copy_index import CopyIndex
-            from engine.errors import CodecompleteError
+            from codecomplete.engine.copy_index import CopyIndex
+            from codecomplete.engine.errors import CodecompleteError
 
             path = Path(setting).expanduser()
             path = path if path.is_absolute() or self.root is None else self.root / path

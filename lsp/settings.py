@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from codecomplete.models import DEFAULT_CHECKPOINT
+
 SECTION = "codecomplete"
 LOG_LEVELS = ("error", "warning", "info", "debug")
 DEVICES = ("auto", "cuda", "mps", "cpu")  # engine.device.DEVICE_CHOICES, without importing torch
@@ -114,9 +116,9 @@ def overlay(base: Settings, section: dict[str, Any] | None, origin: str) -> tupl
 
 
 def default_checkpoint() -> Path:
-    """$CODECOMPLETE_CHECKPOINT, else models/default beside the installed packages."""
+    """$CODECOMPLETE_CHECKPOINT, else the model shipped in the package (codecomplete.models)."""
     env = os.environ.get("CODECOMPLETE_CHECKPOINT")
-    return Path(env).expanduser() if env else Path(__file__).resolve().parent.parent / "models" / "default"
+    return Path(env).expanduser() if env else DEFAULT_CHECKPOINT
 
 
 def checkpoint_path(settings: Settings, root: Path | None) -> Path:

@@ -21,8 +21,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from engine.completion import Candidate, CompletionEngine
-    from engine.copy_index import CopyIndex
+    from codecomplete.engine.completion import Candidate, CompletionEngine
+    from codecomplete.engine.copy_index import CopyIndex
 
 WARMUP_PROMPT = "import os\n\n\ndef main():\n    "
 
@@ -59,7 +59,7 @@ class ModelInfo:
 
 
 def _load(path: Path, device: str, threads: int, min_score: float) -> tuple[CompletionEngine, ModelInfo]:
-    from engine.completion import CompletionEngine
+    from codecomplete.engine.completion import CompletionEngine
 
     t0 = time.perf_counter()
     engine = CompletionEngine.from_checkpoint(path, device, threads or None, min_score=min_score)
@@ -72,7 +72,7 @@ def _load(path: Path, device: str, threads: int, min_score: float) -> tuple[Comp
 
 
 def _complete(engine: CompletionEngine, r: Request, cancel: threading.Event) -> Answer:
-    from engine.completion import Cancelled
+    from codecomplete.engine.completion import Cancelled
 
     if cancel.is_set():  # superseded or cancelled while it waited in the queue
         raise Cancelled
@@ -109,7 +109,7 @@ class Worker:
             cancel.set()  # $/cancelRequest: the decoder stops at its next token
             raise
         except Exception as e:
-            from engine.decoding import Cancelled  # loaded already: an engine exists
+            from codecomplete.engine.decoding import Cancelled  # loaded already: an engine exists
 
             if isinstance(e, Cancelled):
                 raise Superseded from e

@@ -53,7 +53,7 @@ def one_thread() -> Iterator[None]:
 
 def overfit_tiny(tok, text: str, steps: int = 100, max_loss: float = 0.05):  # -> GPT
     """A tiny GPT that knows text by heart: prompts of its prefixes continue with text."""
-    from engine.model import GPT, config_from_preset
+    from codecomplete.engine.model import GPT, config_from_preset
 
     torch.manual_seed(0)
     model = GPT(config_from_preset("tiny", tok.vocab_size))
@@ -76,7 +76,7 @@ def code_tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def prepared(tmp_path_factory: pytest.TempPathFactory, code_tree: Path) -> dict[str, Path]:
     """corpus/ -> tokenizer.json -> data/, built once through the plain functions the CLI calls."""
-    from train.cli import run_collect, run_prepare, run_tokenizer
+    from codecomplete.train.cli import run_collect, run_prepare, run_tokenizer
 
     root = tmp_path_factory.mktemp("prepared")
     run_collect([code_tree], root / "corpus")

@@ -11,11 +11,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from engine.checkpoint import load_checkpoint, save_checkpoint
-from engine.errors import CodecompleteError
-from engine.model import GPT, config_from_preset
-from engine.tokenizer import Tokenizer
-from train.tokenizer_train import train_tokenizer
+from codecomplete.engine.checkpoint import load_checkpoint, save_checkpoint
+from codecomplete.engine.errors import CodecompleteError
+from codecomplete.engine.model import GPT, config_from_preset
+from codecomplete.engine.tokenizer import Tokenizer
+from codecomplete.train.tokenizer_train import train_tokenizer
 
 FILES = {"config.json", "model.safetensors", "tokenizer.json"}
 CODE = "".join(
@@ -171,7 +171,7 @@ def set_completion(saved: Path, section: object) -> None:
 
 
 def test_completion_settings_travel_with_the_weights(saved: Path) -> None:
-    from engine.completion import CONTEXT_WEIGHT, CompletionEngine
+    from codecomplete.engine.completion import CONTEXT_WEIGHT, CompletionEngine
 
     assert load_checkpoint(saved).completion == {}
     assert CompletionEngine.from_checkpoint(saved, "cpu").context_weight == CONTEXT_WEIGHT

@@ -11,7 +11,7 @@ import pytest
 from conftest import write_python_tree
 from typer.testing import CliRunner
 
-from train.cli import app
+from codecomplete.train.cli import app
 
 runner = CliRunner()
 COMMANDS = ["collect", "tokenizer", "prepare", "train", "sample", "quickstart", "eval", "baseline", "report"]
@@ -24,7 +24,7 @@ def invoke(*args: str | Path) -> str:
 
 
 def cli(*args: str | Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "train.cli", *map(str, args)], capture_output=True, text=True, timeout=120)
+    return subprocess.run([sys.executable, "-m", "codecomplete.train.cli", *map(str, args)], capture_output=True, text=True, timeout=120)
 
 
 @pytest.mark.parametrize("command", COMMANDS)
@@ -51,7 +51,7 @@ def test_resume_continues_a_run_from_its_saved_config(tmp_path: Path, prepared: 
     common = ["--preset", "tiny", "--block-size", 32, "--batch-size", 2, "--eval-tokens", 128, "--device", "cpu"]
     invoke("train", prepared["data"], "--out", run, "--max-steps", 2, *common)
     invoke("train", prepared["data"], "--out", run, "--max-steps", 4, "--resume", "--device", "cpu")
-    from engine.checkpoint import load_checkpoint
+    from codecomplete.engine.checkpoint import load_checkpoint
 
     last = load_checkpoint(run / "last")
     assert last.provenance["step"] == 4 and last.model.config.block_size == 32
@@ -103,9 +103,9 @@ def test_bad_input_gets_a_one_line_error(tmp_path: Path, args: tuple[str, ...], 
 
 
 def test_sample_refuses_a_corrupt_checkpoint(tmp_path: Path, prepared: dict[str, Path]) -> None:
-    from engine.checkpoint import save_checkpoint
-    from engine.model import GPT, config_from_preset
-    from engine.tokenizer import Tokenizer
+    from codecomplete.engine.checkpoint import save_checkpoint
+    from codecomplete.engine.model import GPT, config_from_preset
+    from codecomplete.engine.tokenizer import Tokenizer
 
     tok = Tokenizer.from_file(prepared["tokenizer"])
     ckpt = save_checkpoint(tmp_path / "ckpt", GPT(config_from_preset("tiny", tok.vocab_size)), tok)
@@ -116,7 +116,7 @@ def test_sample_refuses_a_corrupt_checkpoint(tmp_path: Path, prepared: dict[str,
 
 
 def test_greedy_sample_is_repeatable_python_text(tmp_path: Path, prepared: dict[str, Path]) -> None:
-    from train.cli import run_sample
+    from codecomplete.train.cli import run_sample
 
     run = tmp_path / "run"
     invoke("train", prepared["data"], "--out", run, "--preset", "tiny", "--max-steps", 3, "--block-size", 32, "--batch-size", 2, "--eval-tokens", 128, "--device", "cpu")
@@ -128,7 +128,7 @@ def test_greedy_sample_is_repeatable_python_text(tmp_path: Path, prepared: dict[
 def test_quickstart_defaults_to_the_standard_library_and_site_packages() -> None:
     import sysconfig
 
-    from train.cli import default_code_folders
+    from codecomplete.train.cli import default_code_folders
 
     folders = default_code_folders()
     stdlib, site = Path(sysconfig.get_paths()["stdlib"]), Path(sysconfig.get_paths()["purelib"])

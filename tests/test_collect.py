@@ -11,15 +11,15 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from engine.errors import CodecompleteError
-from train.collect import (
+from codecomplete.engine.errors import CodecompleteError
+from codecomplete.train.collect import (
     CollectConfig,
     CollectSummary,
     collect,
     count_candidate_files,
     git_blob_sha,
 )
-from train.filters import FilterConfig, reject_reason
+from codecomplete.train.filters import FilterConfig, reject_reason
 
 
 def py_source(name: str, n_bytes: int = 1500) -> str:

@@ -4,10 +4,10 @@ from __future__ import annotations
 import torch
 from test_engine import code, random_model, tok  # noqa: F401  (module fixtures)
 
-from engine.completion import CompletionEngine
-from engine.context_ngrams import EVIDENCE, ContextNgrams, trust
-from engine.model import GPT
-from engine.tokenizer import Tokenizer
+from codecomplete.engine.completion import CompletionEngine
+from codecomplete.engine.context_ngrams import EVIDENCE, ContextNgrams, trust
+from codecomplete.engine.model import GPT
+from codecomplete.engine.tokenizer import Tokenizer
 
 SEP = frozenset({0})
 

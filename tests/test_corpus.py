@@ -8,9 +8,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from engine.errors import CodecompleteError
-from train.collect import CollectConfig, collect
-from train.corpus import (
+from codecomplete.engine.errors import CodecompleteError
+from codecomplete.train.collect import CollectConfig, collect
+from codecomplete.train.corpus import (
     Document,
     count_documents,
     find_text_column,

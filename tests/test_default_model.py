@@ -5,12 +5,13 @@ import ast
 import time
 from pathlib import Path
 
-from engine.checkpoint import load_checkpoint, read_config
-from engine.completion import CompletionEngine
-from engine.model import padded_vocab_size
-from engine.tokenizer import Tokenizer
+from codecomplete.engine.checkpoint import load_checkpoint, read_config
+from codecomplete.engine.completion import CompletionEngine
+from codecomplete.engine.model import padded_vocab_size
+from codecomplete.engine.tokenizer import Tokenizer
+from codecomplete.models import DEFAULT_CHECKPOINT
 
-DEFAULT = Path(__file__).resolve().parent.parent / "models" / "default"
+DEFAULT = DEFAULT_CHECKPOINT
 MAX_BYTES = 40_000_000  # the repository must stay clonable
 
 

@@ -14,10 +14,10 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from engine.checkpoint import load_checkpoint
-from engine.errors import CodecompleteError
-from train.distributed import Dist, micro_steps
-from train.loop import TrainConfig, Trainer
+from codecomplete.engine.checkpoint import load_checkpoint
+from codecomplete.engine.errors import CodecompleteError
+from codecomplete.train.distributed import Dist, micro_steps
+from codecomplete.train.loop import TrainConfig, Trainer
 
 REPO = Path(__file__).resolve().parents[1]
 STEPS, EVAL_EVERY = 24, 6
@@ -28,12 +28,12 @@ ARGS = ["--preset", "tiny", "--block-size", "32", "--batch-size", "2", "--grad-a
 # fp32 sums over two ranks in another order than one process: the curves agree to rounding.
 LOSS_TOLERANCE = 1e-4
 
-# Faults planted in a real run: torchrun starts this script instead of `-m train.cli`.
+# Faults planted in a real run: torchrun starts this script instead of `-m codecomplete.train.cli`.
 WRAPPER = """
 import sys
-from train import distributed
-from train.cli import main
-from train.loop import Trainer
+from codecomplete.train import distributed
+from codecomplete.train.cli import main
+from codecomplete.train.loop import Trainer
 {plant}
 sys.argv[0] = "codecomplete-train"
 main()
@@ -72,8 +72,8 @@ def plant(tmp_path: Path, code: str) -> Path:
 
 
 def torchrun(data: Path, out: Path, *extra: str, script: Path | None = None) -> subprocess.Popen[str]:
-    """torchrun --nproc_per_node 2 -m train.cli train DATA --out OUT ..., in its own session."""
-    entry = [str(script)] if script else ["-m", "train.cli"]
+    """torchrun --nproc_per_node 2 -m codecomplete.train.cli train DATA --out OUT ..., in its own session."""
+    entry = [str(script)] if script else ["-m", "codecomplete.train.cli"]
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", *entry,
            "train", str(data), "--out", str(out), *ARGS, *extra]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}

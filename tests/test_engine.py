@@ -17,16 +17,16 @@ import pytest
 import torch
 from conftest import overfit_tiny, synthetic_module
 
-import engine.decoding
-from engine.checkpoint import save_checkpoint
-from engine.completion import Candidate, CompletionEngine
-from engine.decoding import Cancelled, Decoded, DecodeParams, Decoder, loop_period
-from engine.healing import TokenHealer, remaining, worth_healing
-from engine.model import GPT, KVCache, config_from_preset
-from engine.prompt import build_prompt, keep_head_lines, keep_tail_lines
-from engine.stops import StopRule
-from engine.tokenizer import Tokenizer
-from train.tokenizer_train import train_tokenizer
+from codecomplete.engine import decoding
+from codecomplete.engine.checkpoint import save_checkpoint
+from codecomplete.engine.completion import Candidate, CompletionEngine
+from codecomplete.engine.decoding import Cancelled, Decoded, DecodeParams, Decoder, loop_period
+from codecomplete.engine.healing import TokenHealer, remaining, worth_healing
+from codecomplete.engine.model import GPT, KVCache, config_from_preset
+from codecomplete.engine.prompt import build_prompt, keep_head_lines, keep_tail_lines
+from codecomplete.engine.stops import StopRule
+from codecomplete.engine.tokenizer import Tokenizer
+from codecomplete.train.tokenizer_train import train_tokenizer
 
 DOC = '''import os
 
@@ -542,7 +542,7 @@ def test_deadline_mid_decode_keeps_what_is_there_and_is_not_remembered(
 ) -> None:
     eng = CompletionEngine(overfit_model, tok)
     clock = StepClock()
-    monkeypatch.setattr(engine.decoding, "time", clock)
+    monkeypatch.setattr(decoding, "time", clock)
     cut = eng.complete(DOC[:AFTER_DEF], "", multiline=True, deadline=6.5)  # six steps
     assert cut and cut[0].reason == "deadline" and BODY.startswith(cut[0].text) and cut[0].text != BODY
     assert eng.stats.generated_tokens <= 3 * 6
@@ -610,7 +610,7 @@ def test_from_checkpoint(overfit_model: GPT, tok: Tokenizer, tmp_path: Path, pro
 def test_copy_index_drops_suggestions_copied_from_training_code(tok: Tokenizer, overfit_model: GPT) -> None:
     import numpy as np
 
-    from engine.copy_index import CopyIndex, line_hashes
+    from codecomplete.engine.copy_index import CopyIndex, line_hashes
 
     prefix = DOC[: DOC.index("    return os.path")]
     engine = CompletionEngine(overfit_model, tok, min_score=-1e9)

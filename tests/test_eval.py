@@ -11,12 +11,12 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from engine.copy_index import MIN_LINE_CHARS, STRIDE, WINDOW, CopyIndex, line_hashes
-from engine.tokenizer import Tokenizer
+from codecomplete.engine.copy_index import MIN_LINE_CHARS, STRIDE, WINDOW, CopyIndex, line_hashes
+from codecomplete.engine.tokenizer import Tokenizer
+from codecomplete.train.evaluate import EvalConfig, body_cases, evaluate, line_cases, parses, split_documents
+from codecomplete.train.metrics import edit_similarity, exact_match, is_degenerate, lcs_length
+from codecomplete.train.ngram import NgramCompleter, NgramConfig, NgramModel
 from tests.conftest import synthetic_module
-from train.evaluate import EvalConfig, body_cases, evaluate, line_cases, parses, split_documents
-from train.metrics import edit_similarity, exact_match, is_degenerate, lcs_length
-from train.ngram import NgramCompleter, NgramConfig, NgramModel
 
 
 # -- metrics ---------------------------------------------------------------------------------
@@ -102,7 +102,7 @@ class RandomCompleter:
     """Chance: tokens drawn uniformly from the vocabulary."""
 
     def __init__(self, tok: Tokenizer) -> None:
-        from engine.completion import EngineStats
+        from codecomplete.engine.completion import EngineStats
 
         self.tokenizer, self.stats, self.rng = tok, EngineStats(), random.Random(0)
 
@@ -110,7 +110,7 @@ class RandomCompleter:
         pass
 
     def complete(self, prefix: str, suffix: str = "", n: int = 3, **_: object) -> list:
-        from engine.completion import Candidate
+        from codecomplete.engine.completion import Candidate
 
         return [Candidate(self.tokenizer.decode([self.rng.randrange(5, self.tokenizer.vocab_size) for _ in range(4)]).split("\n")[0], -1.0)
                 for _ in range(n)]
@@ -118,7 +118,7 @@ class RandomCompleter:
 
 @pytest.fixture(scope="module")
 def baseline(prepared: dict[str, Path]) -> NgramModel:
-    from train.eval_cli import train_ids
+    from codecomplete.train.eval_cli import train_ids
 
     tok = Tokenizer.from_file(prepared["tokenizer"])
     return NgramModel.train(train_ids(prepared["data"]), tok, NgramConfig(order=4))
@@ -136,8 +136,8 @@ def test_baseline_beats_chance_on_held_out_code(prepared: dict[str, Path], basel
 
 
 def test_baseline_counts_and_backs_off(prepared: dict[str, Path], baseline: NgramModel) -> None:
-    from train.eval_cli import train_ids
-    from train.ngram import BACKOFF
+    from codecomplete.train.eval_cli import train_ids
+    from codecomplete.train.ngram import BACKOFF
 
     tok = baseline.tokenizer
     ids = tok.encode("    for i in range(")
@@ -204,7 +204,7 @@ def test_prepare_writes_a_copy_index_of_the_training_split_only(prepared: dict[s
 
 
 def test_copy_index_load_errors_are_one_line(tmp_path: Path) -> None:
-    from engine.errors import CodecompleteError
+    from codecomplete.engine.errors import CodecompleteError
 
     bad = tmp_path / "copy_index.npz"
     bad.write_bytes(b"not a zip")
@@ -214,7 +214,7 @@ def test_copy_index_load_errors_are_one_line(tmp_path: Path) -> None:
 
 # -- the commands ----------------------------------------------------------------------------
 def test_baseline_eval_and_report_commands(tmp_path: Path, prepared: dict[str, Path]) -> None:
-    from engine.completion import CONTEXT_WEIGHT
+    from codecomplete.engine.completion import CONTEXT_WEIGHT
     from tests.test_cli import cli, invoke
 
     data, run = prepared["data"], tmp_path / "run"

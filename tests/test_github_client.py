@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 from fake_github import FakeClock, FakeGitHub, FakeRepo, py_source
 
-from engine.errors import CodecompleteError
-from train.github.client import CachedResponse, GitHubClient, GitHubStatus, GitHubUnavailable
-from train.github.limits import RateLimiter
-from train.github.token import Token, load_token
+from codecomplete.engine.errors import CodecompleteError
+from codecomplete.train.github.client import CachedResponse, GitHubClient, GitHubStatus, GitHubUnavailable
+from codecomplete.train.github.limits import RateLimiter
+from codecomplete.train.github.token import Token, load_token
 
 TOKEN = "ghp_fake_token_1234567890"
 

@@ -11,11 +11,11 @@ from urllib.parse import parse_qs
 import pytest
 from fake_github import FakeClock, FakeGitHub, FakeRepo
 
-from engine.errors import CodecompleteError
-from train.github.client import GitHubClient
-from train.github.discover import SEARCH_CAP, Window, discover, month_windows
-from train.github.state import STATE_NAME, ScrapeState
-from train.github.token import Token
+from codecomplete.engine.errors import CodecompleteError
+from codecomplete.train.github.client import GitHubClient
+from codecomplete.train.github.discover import SEARCH_CAP, Window, discover, month_windows
+from codecomplete.train.github.state import STATE_NAME, ScrapeState
+from codecomplete.train.github.token import Token
 
 TOKEN = "ghp_fake_token_1234567890"
 

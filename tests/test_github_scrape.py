@@ -19,15 +19,15 @@ import pytest
 from fake_github import FakeClock, FakeGitHub, FakeRepo, Submodule, Symlink, py_source
 from typer.testing import CliRunner
 
-from engine.errors import CodecompleteError
-from train.collect import git_blob_sha
-from train.corpus import iter_documents
-from train.github.client import GitHubUnavailable
-from train.github.config import ScrapeConfig
-from train.github.scrape import ScrapeSummary, scrape
-from train.github.state import STATE_NAME, ScrapeState
-from train.github.token import Token
-from train.scrape_cli import scrape_app
+from codecomplete.engine.errors import CodecompleteError
+from codecomplete.train.collect import git_blob_sha
+from codecomplete.train.corpus import iter_documents
+from codecomplete.train.github.client import GitHubUnavailable
+from codecomplete.train.github.config import ScrapeConfig
+from codecomplete.train.github.scrape import ScrapeSummary, scrape
+from codecomplete.train.github.state import STATE_NAME, ScrapeState
+from codecomplete.train.github.token import Token
+from codecomplete.train.scrape_cli import scrape_app
 
 TOKEN = "ghp_fake_token_1234567890"
 SIX = py_source("six", 3000)  # vendored into two repositories: stored once
@@ -241,7 +241,7 @@ def test_kill_and_resume_gives_the_same_corpus_as_an_uninterrupted_run(tmp_path:
         run(tmp_path / "straight", gh, clock)
     killed = tmp_path / "killed"
     with FakeGitHub(scenario()) as gh:  # real time: the scraper runs in another process
-        cmd = [sys.executable, "-c", "from train.scrape_cli import scrape_app; scrape_app()", "github",
+        cmd = [sys.executable, "-c", "from codecomplete.train.scrape_cli import scrape_app; scrape_app()", "github",
                "--out", str(killed), "--api-url", gh.url, "--since", "2015-01", "--until", "2015-03",
                "--batch-files", "2", "--concurrency", "1"]
         env = {**os.environ, "GITHUB_TOKEN": TOKEN, "COLUMNS": "120"}
@@ -344,7 +344,7 @@ def test_cli_reads_the_token_file_and_names_it_when_rejected(tmp_path: Path) -> 
 
 
 def test_scrape_is_a_subcommand_of_codecomplete_train() -> None:
-    from train.cli import app
+    from codecomplete.train.cli import app
 
     result = CliRunner().invoke(app, ["scrape", "github", "--help"])
     assert result.exit_code == 0 and "--python-share" in result.output and "--token-file" in result.output
@@ -352,7 +352,7 @@ def test_scrape_is_a_subcommand_of_codecomplete_train() -> None:
 
 def test_progress_shows_the_time_left_while_waiting(tmp_path: Path, clock: FakeClock,
                                                     monkeypatch: pytest.MonkeyPatch) -> None:
-    import train.scrape_cli as cli
+    import codecomplete.train.scrape_cli as cli
 
     progresses, seen = [], []
     real_make_progress = cli.make_progress

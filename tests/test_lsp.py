@@ -23,12 +23,12 @@ from lsprotocol import types
 from pygls.exceptions import JsonRpcRequestCancelled
 from pytest_lsp import ClientServerConfig, LanguageClient, client_capabilities
 
-from lsp.acceptance import acceptance_rate
+from codecomplete.lsp.acceptance import acceptance_rate
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
 BIN = Path(sys.executable).parent
-SERVER = [str(BIN / "codecomplete-lsp")] if (BIN / "codecomplete-lsp").exists() else [sys.executable, "-m", "lsp.server"]
+SERVER = [str(BIN / "codecomplete-lsp")] if (BIN / "codecomplete-lsp").exists() else [sys.executable, "-m", "codecomplete.lsp"]
 ENV = {k: v for k, v in os.environ.items() if k != "CODECOMPLETE_CHECKPOINT"} | {"OMP_NUM_THREADS": "1"}
 URI = "file:///project/pkg/sample.py"
 
@@ -48,9 +48,9 @@ def build_checkpoints(root: Path) -> Checkpoints:
     import torch
     from conftest import synthetic_module
 
-    from engine.checkpoint import save_checkpoint
-    from engine.model import GPT, config_from_preset
-    from train.tokenizer_train import train_tokenizer
+    from codecomplete.engine.checkpoint import save_checkpoint
+    from codecomplete.engine.model import GPT, config_from_preset
+    from codecomplete.train.tokenizer_train import train_tokenizer
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -383,7 +383,7 @@ async def test_reload_command_and_latencies_in_status(client: LanguageClient, ch
 
 
 async def test_copy_index_setting_loads_or_warns(client: LanguageClient, tmp_path: Path) -> None:
-    from engine.copy_index import CopyIndex
+    from codecomplete.engine.copy_index import CopyIndex
 
     CopyIndex([], []).save(tmp_path / "copy_index.npz")
     before = len(client.messages)

@@ -10,10 +10,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 from lsprotocol import types
 
-from lsp.acceptance import AcceptanceLog, acceptance_rate, default_log_path
-from lsp.convert import lsp_completion_items, lsp_inline_items, word_range
-from lsp.settings import Settings, checkpoint_path, overlay, section_of
-from lsp.text import (
+from codecomplete.lsp.acceptance import AcceptanceLog, acceptance_rate, default_log_path
+from codecomplete.lsp.convert import lsp_completion_items, lsp_inline_items, word_range
+from codecomplete.lsp.settings import Settings, checkpoint_path, overlay, section_of
+from codecomplete.lsp.text import (
     GRID,
     column_to_index,
     cursor_at,

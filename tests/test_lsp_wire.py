@@ -20,11 +20,10 @@ from typing import Any, BinaryIO
 
 import pytest
 
-from lsp.settings import default_checkpoint
-from lsp.transport import LATE_S, FrameReader
+from codecomplete.lsp.transport import LATE_S, FrameReader
 
 BIN = Path(sys.executable).parent
-SERVER = [str(BIN / "codecomplete-lsp")] if (BIN / "codecomplete-lsp").exists() else [sys.executable, "-m", "lsp.server"]
+SERVER = [str(BIN / "codecomplete-lsp")] if (BIN / "codecomplete-lsp").exists() else [sys.executable, "-m", "codecomplete.lsp"]
 ENV = {k: v for k, v in os.environ.items() if k != "CODECOMPLETE_CHECKPOINT"} | {"OMP_NUM_THREADS": "1"}
 
 
@@ -124,7 +123,7 @@ def test_bad_frames_do_not_desynchronise_or_kill_the_server() -> None:
 
 
 def test_stray_prints_go_to_stderr_not_into_the_protocol() -> None:
-    code = ("import lsp.server as s\n"
+    code = ("import codecomplete.lsp.server as s\n"
             "s.server.command('test.print')(lambda ls, *a: print('stray output') or 'ok')\n"
             "s.main()\n")
     raw = Raw([sys.executable, "-c", code])
@@ -137,9 +136,11 @@ def test_stray_prints_go_to_stderr_not_into_the_protocol() -> None:
     assert b"stray output" in raw.stderr
 
 
-@pytest.mark.skipif(default_checkpoint().exists(), reason="a default model is installed at models/default")
-def test_without_any_model_it_answers_empty_and_says_how_to_get_one() -> None:
-    raw = Raw()
+def test_without_any_model_it_answers_empty_and_says_how_to_get_one(tmp_path: Path) -> None:
+    code = ("import pathlib, codecomplete.lsp.settings as settings, codecomplete.lsp.server as s\n"
+            f"settings.DEFAULT_CHECKPOINT = pathlib.Path({str(tmp_path / 'none')!r})  # as if none were shipped\n"
+            "s.main()\n")
+    raw = Raw([sys.executable, "-c", code])
     try:
         t0 = time.monotonic()
         raw.write(frame(INIT))

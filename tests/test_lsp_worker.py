@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from engine.completion import Candidate, EngineStats
-from engine.decoding import Cancelled
-from engine.errors import CodecompleteError
-from lsp.worker import Request, Superseded, Worker
+from codecomplete.engine.completion import Candidate, EngineStats
+from codecomplete.engine.decoding import Cancelled
+from codecomplete.engine.errors import CodecompleteError
+from codecomplete.lsp.worker import Request, Superseded, Worker
 
 REQUEST = Request("def f(", "", n=3, max_new_tokens=8, multiline=False, temperature=0.0, top_p=None, timeout_s=5)
 

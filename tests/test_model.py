@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from engine.decoding import filter_logits
-from engine.model import GPT, PRESETS, config_from_preset, padded_vocab_size
+from codecomplete.engine.decoding import filter_logits
+from codecomplete.engine.model import GPT, PRESETS, config_from_preset, padded_vocab_size
 
 TOKENIZER_VOCAB = 300
 

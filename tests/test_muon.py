@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from train.muon import Muon, orthogonalize
+from codecomplete.train.muon import Muon, orthogonalize
 
 
 @pytest.mark.parametrize("shape", [(96, 32), (32, 96), (48, 48)])

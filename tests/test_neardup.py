@@ -12,10 +12,10 @@ import pyarrow.parquet as pq
 import pytest
 from typer.testing import CliRunner
 
-from engine.errors import CodecompleteError
-from train.cli import app
-from train.collect import SCHEMA
-from train.neardup import REPORT_NAME, MinHasher, NearDupConfig, dedupe_corpus, find_clusters
+from codecomplete.engine.errors import CodecompleteError
+from codecomplete.train.cli import app
+from codecomplete.train.collect import SCHEMA
+from codecomplete.train.neardup import REPORT_NAME, MinHasher, NearDupConfig, dedupe_corpus, find_clusters
 
 WORDS = ["alpha", "beta", "gamma", "delta", "path", "items", "count", "value", "result", "config", "index", "data", "key", "line", "total", "name"]
 

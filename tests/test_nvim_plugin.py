@@ -118,9 +118,9 @@ def test_before_neovim_011_vim_lsp_start(checkpoints: Checkpoints, tmp_path: Pat
 def test_checkhealth_names_the_fix(checkpoints: Checkpoints, tmp_path: Path) -> None:  # noqa: F811
     run = run_nvim("broken", checkpoints, tmp_path)
     errors = "\n".join(run["health_missing"])
-    assert "server command not found: /nonexistent/codecomplete-lsp" in errors and "pip install -e" in errors
+    assert "server command not found: /nonexistent/codecomplete-lsp" in errors and "pipx install" in errors
     assert "checkpoint folder /nonexistent/ckpt does not exist" in errors and ":CodecompleteCheckpoint" in errors
     bare = "\n".join(run["health_bare_python"])
-    assert "-m lsp.server does not start" in "\n".join(health(run["health_bare_python"], "ERROR"))
-    assert "lacks the module lsp" in bare and "pip install -e" in bare  # the advice under it
+    assert "-m codecomplete.lsp does not start" in "\n".join(health(run["health_bare_python"], "ERROR"))
+    assert "lacks the module codecomplete" in bare and "setup({ python" in bare  # the advice under it
     assert run["clients"] == 0  # nothing was started for a server that cannot run

@@ -8,11 +8,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from engine.errors import CodecompleteError
-from engine.tokenizer import Tokenizer
-from train.corpus import iter_documents
-from train.data import FimTokens, TokenShards, apply_fim, batch_rng, fim_permute
-from train.prepare import PrepareConfig, choose_val_groups, prepare, read_meta
+from codecomplete.engine.errors import CodecompleteError
+from codecomplete.engine.tokenizer import Tokenizer
+from codecomplete.train.corpus import iter_documents
+from codecomplete.train.data import FimTokens, TokenShards, apply_fim, batch_rng, fim_permute
+from codecomplete.train.prepare import PrepareConfig, choose_val_groups, prepare, read_meta
 
 
 def split_documents(data: Path, split: str, tok: Tokenizer) -> list[str]:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from conftest import overfit_tiny
 
-from engine.completion import CompletionEngine
-from engine.stops import (
+from codecomplete.engine.completion import CompletionEngine
+from codecomplete.engine.stops import (
     StopRule,
     complete_lines,
     drop_repeat_of_suffix,
@@ -16,7 +16,7 @@ from engine.stops import (
     trim_unbalanced_closers,
     whole_lines,
 )
-from train.tokenizer_train import train_tokenizer
+from codecomplete.train.tokenizer_train import train_tokenizer
 
 # --- StopRule ---------------------------------------------------------------------------------
 

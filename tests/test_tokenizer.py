@@ -10,9 +10,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from engine.errors import CodecompleteError
-from engine.tokenizer import SPECIAL_TOKENS, Tokenizer
-from train.tokenizer_train import train_tokenizer
+from codecomplete.engine.errors import CodecompleteError
+from codecomplete.engine.tokenizer import SPECIAL_TOKENS, Tokenizer
+from codecomplete.train.tokenizer_train import train_tokenizer
 
 VOCAB = 600
 WORDS = [
@@ -197,7 +197,7 @@ def test_training_is_deterministic(tok: Tokenizer) -> None:
 
 
 def test_tokenizer_without_special_tokens_is_refused() -> None:
-    from train.tokenizer_train import build_untrained
+    from codecomplete.train.tokenizer_train import build_untrained
 
     with pytest.raises(CodecompleteError, match="special tokens"):
         Tokenizer(build_untrained())

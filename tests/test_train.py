@@ -14,10 +14,10 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-import train.run_folder
-from engine.checkpoint import load_checkpoint
-from engine.errors import CodecompleteError
-from train.loop import TrainConfig, Trainer, lr_at
+from codecomplete.engine.checkpoint import load_checkpoint
+from codecomplete.engine.errors import CodecompleteError
+from codecomplete.train import run_folder
+from codecomplete.train.loop import TrainConfig, Trainer, lr_at
 
 
 def tiny_config(prepared: dict[str, Path], out: Path, **kw) -> TrainConfig:
@@ -135,7 +135,7 @@ def test_a_budget_is_required(prepared: dict[str, Path], tmp_path: Path) -> None
 
 # -- faults --------------------------------------------------------------------------------
 def train_cli(*args: str | Path) -> subprocess.Popen[str]:
-    cmd = [sys.executable, "-m", "train.cli", "train", *map(str, args)]
+    cmd = [sys.executable, "-m", "codecomplete.train.cli", "train", *map(str, args)]
     return subprocess.Popen(cmd, env={**os.environ, "OMP_NUM_THREADS": "1"}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
@@ -181,7 +181,7 @@ def test_a_damaged_latest_checkpoint_falls_back_to_the_previous_one(prepared: di
 
 
 def test_a_full_disk_is_one_clear_line_and_loses_nothing(prepared: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    real_save = train.run_folder.save_checkpoint
+    real_save = run_folder.save_checkpoint
 
     def full_after_step_3(path, model, tokenizer, provenance):
         if provenance["step"] > 3:
@@ -189,7 +189,7 @@ def test_a_full_disk_is_one_clear_line_and_loses_nothing(prepared: dict[str, Pat
             raise OSError(errno.ENOSPC, "No space left on device")
         return real_save(path, model, tokenizer, provenance)
 
-    monkeypatch.setattr(train.run_folder, "save_checkpoint", full_after_step_3)
+    monkeypatch.setattr(run_folder, "save_checkpoint", full_after_step_3)
     with pytest.raises(CodecompleteError, match="disk is full") as err:
         Trainer(tiny_config(prepared, tmp_path / "run")).run()
     assert "\n" not in str(err.value) and "--resume" in str(err.value)

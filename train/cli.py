@@ -13,13 +13,13 @@ from typing import Annotated, Any
 
 import typer
 
-from engine.errors import CodecompleteError
-from engine.model import PRESETS
-from train.eval_cli import add_eval_commands
-from train.filters import KEEP_TESTS_HELP, FilterConfig
-from train.loop import TrainConfig
-from train.progress import console, make_progress
-from train.scrape_cli import scrape_app
+from codecomplete.engine.errors import CodecompleteError
+from codecomplete.engine.model import PRESETS
+from codecomplete.train.eval_cli import add_eval_commands
+from codecomplete.train.filters import KEEP_TESTS_HELP, FilterConfig
+from codecomplete.train.loop import TrainConfig
+from codecomplete.train.progress import console, make_progress
+from codecomplete.train.scrape_cli import scrape_app
 
 app = typer.Typer(
     help="Build your own code-completion model: collect Python code, train a tokenizer and a transformer, sample from it.",
@@ -46,7 +46,7 @@ def default_code_folders() -> list[Path]:
 
 # -- collect ---------------------------------------------------------------------------------
 def run_collect(folders: list[Path], out: Path, min_bytes: int = 1024, max_bytes: int = 100_000, overwrite: bool = False, keep_tests: bool = False) -> Any:
-    from train.collect import CollectConfig, collect, count_candidate_files
+    from codecomplete.train.collect import CollectConfig, collect, count_candidate_files
 
     cfg = CollectConfig(filters=FilterConfig(min_bytes=min_bytes, max_bytes=max_bytes, drop_tests=not keep_tests), overwrite=overwrite)
     with make_progress("files") as progress:
@@ -73,8 +73,8 @@ def collect_cmd(
 
 # -- tokenizer -------------------------------------------------------------------------------
 def run_tokenizer(corpus: Path, out: Path, vocab_size: int = 16384, text_column: str | None = None) -> Any:
-    from train.corpus import count_documents, iter_documents
-    from train.tokenizer_train import train_tokenizer
+    from codecomplete.train.corpus import count_documents, iter_documents
+    from codecomplete.train.tokenizer_train import train_tokenizer
 
     if not 256 + 5 < vocab_size <= 2**20:
         raise CodecompleteError(f"--vocab-size {vocab_size} is out of range; use a value between 512 and 65536")
@@ -106,8 +106,8 @@ def tokenizer_cmd(
 
 # -- dedupe ----------------------------------------------------------------------------------
 def run_dedupe(corpus: Path, out: Path, threshold: float = 0.85, text_column: str | None = None) -> Any:
-    from train.corpus import count_documents
-    from train.neardup import REPORT_NAME, NearDupConfig, dedupe_corpus
+    from codecomplete.train.corpus import count_documents
+    from codecomplete.train.neardup import REPORT_NAME, NearDupConfig, dedupe_corpus
 
     with make_progress("docs") as progress:
         task = progress.add_task("near-duplicates", total=count_documents(corpus))
@@ -133,8 +133,8 @@ def dedupe_cmd(
 
 # -- prepare ---------------------------------------------------------------------------------
 def run_prepare(corpus: Path, tokenizer: Path, out: Path, val_fraction: float = 0.05, split_by: str = "auto", text_column: str | None = None, overwrite: bool = False) -> dict:
-    from train.corpus import count_documents
-    from train.prepare import PrepareConfig, prepare
+    from codecomplete.train.corpus import count_documents
+    from codecomplete.train.prepare import PrepareConfig, prepare
 
     cfg = PrepareConfig(val_fraction=val_fraction, split_by=split_by, text_column=text_column, overwrite=overwrite)
     with make_progress("docs") as progress:
@@ -163,8 +163,8 @@ def prepare_cmd(
 # -- train -----------------------------------------------------------------------------------
 def run_train(cfg: Any, resume: bool = False) -> dict:
     """Train in this process, or as one of torchrun's processes (rank 0 alone prints)."""
-    from train import distributed
-    from train.loop import Trainer
+    from codecomplete.train import distributed
+    from codecomplete.train.loop import Trainer
 
     try:
         if not distributed.is_main_process():
@@ -179,7 +179,7 @@ def run_train(cfg: Any, resume: bool = False) -> dict:
 
 
 def _train_with_progress(cfg: Any, resume: bool) -> dict:
-    from train.loop import Trainer
+    from codecomplete.train.loop import Trainer
 
     by_steps = cfg.max_steps is not None and (cfg.minutes is None)
     with make_progress("steps" if by_steps else None) as progress:
@@ -242,7 +242,7 @@ def train_cmd(
     compile: Annotated[bool, typer.Option(help="torch.compile the training step (faster on GPUs after a minute of compiling).")] = False,
 ) -> None:
     """Train the transformer; writes OUT/best and OUT/last checkpoints. Under torchrun: data-parallel over its processes."""
-    from train.loop import load_train_config
+    from codecomplete.train.loop import load_train_config
 
     if resume and (out / "train_config.json").exists():
         cfg = load_train_config(out, minutes=minutes, max_steps=max_steps, device=device, fsdp=fsdp, compile=compile)
@@ -259,7 +259,7 @@ def train_cmd(
 # -- sample ----------------------------------------------------------------------------------
 def run_sample(checkpoint: Path, prompt: str, n: int = 3, max_new_tokens: int = 256, temperature: float = 0.2, top_p: float = 0.95, seed: int | None = 0, device: str = "auto") -> list[str]:
     """Up to n distinct continuations of prompt, each ending where the block the prompt opens ends."""
-    from engine.completion import CompletionEngine
+    from codecomplete.engine.completion import CompletionEngine
 
     # The engine's prompt path heals the last token: a prompt that ends in a bare line break
     # would otherwise leave the model at a boundary it never saw before an indented body.
@@ -291,7 +291,7 @@ def sample_cmd(
 
 # -- complete --------------------------------------------------------------------------------
 def run_complete(checkpoint: Path, file: Path, line: int, column: int | None, **options: Any) -> list:
-    from engine.completion import CompletionEngine
+    from codecomplete.engine.completion import CompletionEngine
 
     if not file.is_file():
         raise CodecompleteError(f"{file} is not a file; pass the Python file to complete in")
@@ -346,10 +346,10 @@ def quickstart_cmd(
     overwrite: Annotated[bool, typer.Option(help="Delete --out and start over (default: resume the steps already done there).")] = False,
 ) -> None:
     """Collect, train a tokenizer, prepare, train, evaluate against the n-gram baseline and write the report; run it again to resume."""
-    from train.eval_cli import run_eval
-    from train.progress import pipeline
-    from train.report import write_report
-    from train.run_folder import SLOTS
+    from codecomplete.train.eval_cli import run_eval
+    from codecomplete.train.progress import pipeline
+    from codecomplete.train.report import write_report
+    from codecomplete.train.run_folder import SLOTS
 
     t0 = time.perf_counter()
     folders = folders or default_code_folders()

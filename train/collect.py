@@ -20,8 +20,8 @@ from typing import Self
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from engine.errors import CodecompleteError
-from train.filters import FilterConfig, is_test_path, reject_reason
+from codecomplete.engine.errors import CodecompleteError
+from codecomplete.train.filters import FilterConfig, is_test_path, reject_reason
 
 SCHEMA = pa.schema(
     [

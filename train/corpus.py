@@ -13,7 +13,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from engine.errors import CodecompleteError
+from codecomplete.engine.errors import CodecompleteError
 
 TEXT_COLUMNS = ("content", "text", "code")
 # Public code datasets name these differently: ours and codeparrot use repo/repo_name + path,

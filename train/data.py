@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from engine.errors import CodecompleteError
-from train.prepare import read_meta
+from codecomplete.engine.errors import CodecompleteError
+from codecomplete.train.prepare import read_meta
 
 
 @dataclass(frozen=True)

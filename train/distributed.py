@@ -23,9 +23,9 @@ from torch.distributed.fsdp import FSDPModule, fully_shard
 from torch.distributed.tensor import DTensor
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-from engine.device import pick_device
-from engine.errors import CodecompleteError
-from engine.model import GPT
+from codecomplete.engine.device import pick_device
+from codecomplete.engine.errors import CodecompleteError
+from codecomplete.engine.model import GPT
 
 # Gathered onto rank 0's CPU: the form checkpoints are written in, whatever the wrapping.
 FULL = StateDictOptions(full_state_dict=True, cpu_offload=True)

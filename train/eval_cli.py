@@ -9,9 +9,9 @@ from typing import Annotated, Any
 import numpy as np
 import typer
 
-from engine.errors import CodecompleteError
-from train.progress import console, make_progress
-from train.report import METRIC_ROWS, fmt
+from codecomplete.engine.errors import CodecompleteError
+from codecomplete.train.progress import console, make_progress
+from codecomplete.train.report import METRIC_ROWS, fmt
 
 EVAL_FILE = "eval.json"
 
@@ -25,7 +25,7 @@ def is_ngram(path: Path) -> bool:
 
 
 def train_ids(data: Path) -> np.ndarray:
-    from train.data import TokenShards
+    from codecomplete.train.data import TokenShards
 
     shards = TokenShards(data, "train")
     if not shards.tokens:
@@ -34,8 +34,8 @@ def train_ids(data: Path) -> np.ndarray:
 
 
 def run_baseline(data: Path, out: Path | None, order: int = 4) -> Any:
-    from engine.tokenizer import Tokenizer
-    from train.ngram import NgramConfig, NgramModel
+    from codecomplete.engine.tokenizer import Tokenizer
+    from codecomplete.train.ngram import NgramConfig, NgramModel
 
     tokenizer = Tokenizer.from_file(data / "tokenizer.json")
     t0 = time.perf_counter()
@@ -54,7 +54,7 @@ def _data_of(checkpoint: Path) -> Path | None:
     if is_ngram(checkpoint):
         data = json.loads((checkpoint / "config.json").read_text()).get("data")
     else:
-        from engine.checkpoint import read_config
+        from codecomplete.engine.checkpoint import read_config
 
         data = read_config(checkpoint).get("provenance", {}).get("data")
     return Path(data) if data and (Path(data) / "meta.json").is_file() else None
@@ -72,10 +72,10 @@ def run_eval(
     context_weight: float | None = None,
     **config: Any,
 ) -> dict:
-    from engine.completion import CompletionEngine
-    from engine.copy_index import INDEX_FILE, CopyIndex
-    from train.corpus import iter_documents
-    from train.evaluate import (
+    from codecomplete.engine.completion import CompletionEngine
+    from codecomplete.engine.copy_index import INDEX_FILE, CopyIndex
+    from codecomplete.train.corpus import iter_documents
+    from codecomplete.train.evaluate import (
         EvalConfig,
         EvalResult,
         encode_documents,
@@ -83,7 +83,7 @@ def run_eval(
         lm_metrics,
         split_documents,
     )
-    from train.ngram import NgramCompleter
+    from codecomplete.train.ngram import NgramCompleter
 
     cfg = EvalConfig(**config)
     if corpus is not None and not corpus.exists():  # before loading anything
@@ -133,7 +133,7 @@ def run_eval(
             if corpus is not None:
                 ids, n_bytes = encode_documents(tokenizer, docs)
             else:
-                from train.data import TokenShards
+                from codecomplete.train.data import TokenShards
 
                 val = TokenShards(data, "val")
                 ids, n_bytes = np.concatenate([np.asarray(a) for a in val.arrays]), val.bytes
@@ -213,7 +213,7 @@ def add_eval_commands(app: typer.Typer) -> None:
         run: Annotated[Path, typer.Argument(help="Run folder (with metrics.jsonl, and eval.json from `eval`).")],
     ) -> None:
         """Write RUN/report.md with plots: loss and learning rate, exact match by prefix length, latency."""
-        from train.report import write_report
+        from codecomplete.train.report import write_report
 
         path = write_report(run)
         console.print(f"wrote {path} and its plots")

@@ -18,12 +18,12 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 
-from engine.completion import Candidate, EngineStats
-from engine.copy_index import CopyIndex
-from engine.model import GPT
-from engine.tokenizer import Tokenizer
-from train.metrics import edit_similarity, exact_match, first_lines, is_degenerate, percentile
-from train.prepare import read_meta
+from codecomplete.engine.completion import Candidate, EngineStats
+from codecomplete.engine.copy_index import CopyIndex
+from codecomplete.engine.model import GPT
+from codecomplete.engine.tokenizer import Tokenizer
+from codecomplete.train.metrics import edit_similarity, exact_match, first_lines, is_degenerate, percentile
+from codecomplete.train.prepare import read_meta
 
 Progress = Callable[[int], None]
 

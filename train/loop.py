@@ -20,12 +20,12 @@ from typing import Any
 import torch
 from safetensors import SafetensorError
 
-from engine.errors import CodecompleteError
-from engine.model import GPT, PRESETS, config_from_preset
-from engine.tokenizer import Tokenizer
-from train import distributed, run_folder
-from train.data import FimTokens, TokenShards, batch_rng
-from train.muon import Muon
+from codecomplete.engine.errors import CodecompleteError
+from codecomplete.engine.model import GPT, PRESETS, config_from_preset
+from codecomplete.engine.tokenizer import Tokenizer
+from codecomplete.train import distributed, run_folder
+from codecomplete.train.data import FimTokens, TokenShards, batch_rng
+from codecomplete.train.muon import Muon
 
 CONFIG_FILE = "train_config.json"
 METRICS_FILE = "metrics.jsonl"

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 
-from engine.decoding import loop_period
+from codecomplete.engine.decoding import loop_period
 
 
 def exact_match(prediction: str, target: str) -> bool:

@@ -21,8 +21,8 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 
-from engine.errors import CodecompleteError
-from train.corpus import find_text_column, iter_documents, parquet_files
+from codecomplete.engine.errors import CodecompleteError
+from codecomplete.train.corpus import find_text_column, iter_documents, parquet_files
 
 REPORT_NAME = "neardup.json"
 _TOKEN = re.compile(r"[A-Za-z_0-9]+")

@@ -16,13 +16,13 @@ from pathlib import Path
 
 import numpy as np
 
-from engine.completion import CONTEXT_WEIGHT, Candidate, EngineStats
-from engine.context_ngrams import ContextNgrams
-from engine.decoding import loop_period
-from engine.errors import CodecompleteError
-from engine.healing import TokenHealer, remaining, worth_healing
-from engine.stops import StopRule, tidy
-from engine.tokenizer import Tokenizer
+from codecomplete.engine.completion import CONTEXT_WEIGHT, Candidate, EngineStats
+from codecomplete.engine.context_ngrams import ContextNgrams
+from codecomplete.engine.decoding import loop_period
+from codecomplete.engine.errors import CodecompleteError
+from codecomplete.engine.healing import TokenHealer, remaining, worth_healing
+from codecomplete.engine.stops import StopRule, tidy
+from codecomplete.engine.tokenizer import Tokenizer
 
 TABLES_FILE = "ngram.npz"
 CONFIG_FILE = "config.json"

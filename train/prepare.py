@@ -15,10 +15,10 @@ from pathlib import Path
 
 import numpy as np
 
-from engine.copy_index import INDEX_FILE, MIN_LINE_CHARS, STRIDE, WINDOW, CopyIndex, line_hashes
-from engine.errors import CodecompleteError
-from engine.tokenizer import Tokenizer
-from train.corpus import Document, iter_documents
+from codecomplete.engine.copy_index import INDEX_FILE, MIN_LINE_CHARS, STRIDE, WINDOW, CopyIndex, line_hashes
+from codecomplete.engine.errors import CodecompleteError
+from codecomplete.engine.tokenizer import Tokenizer
+from codecomplete.train.corpus import Document, iter_documents
 
 FORMAT_VERSION = 1
 SPLITS = ("train", "val")

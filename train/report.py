@@ -5,7 +5,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from engine.errors import CodecompleteError
+from codecomplete.engine.errors import CodecompleteError
 
 METRICS_FILE = "metrics.jsonl"
 EVAL_FILE = "eval.json"

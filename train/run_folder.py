@@ -17,10 +17,10 @@ from typing import Any
 
 import torch
 
-from engine.checkpoint import load_checkpoint, save_checkpoint
-from engine.errors import CodecompleteError
-from engine.model import GPT, GPTConfig
-from engine.tokenizer import Tokenizer
+from codecomplete.engine.checkpoint import load_checkpoint, save_checkpoint
+from codecomplete.engine.errors import CodecompleteError
+from codecomplete.engine.model import GPT, GPTConfig
+from codecomplete.engine.tokenizer import Tokenizer
 
 STATE_FILE = "trainer_state.pt"
 # (checkpoint folder, trainer state), newest first: the slots resume tries in turn.

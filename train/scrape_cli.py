@@ -13,11 +13,11 @@ from typing import Annotated, Any
 import typer
 from rich.logging import RichHandler
 
-from train.filters import KEEP_TESTS_HELP, FilterConfig
-from train.github.config import DEFAULT_API_URL, ScrapeConfig
-from train.github.scrape import ScrapeSummary, scrape
-from train.github.token import Token, load_token
-from train.progress import console, make_progress
+from codecomplete.train.filters import KEEP_TESTS_HELP, FilterConfig
+from codecomplete.train.github.config import DEFAULT_API_URL, ScrapeConfig
+from codecomplete.train.github.scrape import ScrapeSummary, scrape
+from codecomplete.train.github.token import Token, load_token
+from codecomplete.train.progress import console, make_progress
 
 scrape_app = typer.Typer(no_args_is_help=True)
 
@@ -113,7 +113,7 @@ def github_cmd(
 @contextmanager
 def _warnings_to_console() -> Iterator[None]:
     """Show the scraper's warnings above the progress display, for this command only."""
-    logger = logging.getLogger("train.github")
+    logger = logging.getLogger("codecomplete.train.github")
     handler = RichHandler(console=console, show_time=False, show_path=False, level=logging.WARNING)
     saved = logger.propagate, logger.level
     logger.addHandler(handler)

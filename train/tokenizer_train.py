@@ -6,7 +6,7 @@ from collections.abc import Iterable, Iterator
 from tokenizers import Regex, decoders, models, pre_tokenizers, trainers
 from tokenizers import Tokenizer as HFTokenizer
 
-from engine.tokenizer import SPECIAL_TOKENS, Tokenizer
+from codecomplete.engine.tokenizer import SPECIAL_TOKENS, Tokenizer
 
 # How text is cut before BPE merges, alternatives tried left to right:
 #   a newline run with the indentation after it  -> one cheap token per indentation level

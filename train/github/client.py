@@ -21,9 +21,9 @@ from dataclasses import dataclass
 from typing import IO, Any, Protocol, TypeVar
 from urllib.parse import urlencode, urljoin, urlsplit
 
-from engine.errors import CodecompleteError
-from train.github.limits import RateLimiter, WaitCallback
-from train.github.token import Token
+from codecomplete.engine.errors import CodecompleteError
+from codecomplete.train.github.limits import RateLimiter, WaitCallback
+from codecomplete.train.github.token import Token
 
 log = logging.getLogger(__name__)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from train.filters import FilterConfig
+from codecomplete.train.filters import FilterConfig
 
 DEFAULT_API_URL = "https://api.github.com"
 

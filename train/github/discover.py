@@ -12,10 +12,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 
-from engine.errors import CodecompleteError
-from train.github.client import GitHubClient, GitHubStatus
-from train.github.repos import RepoRef
-from train.github.state import ScrapeState
+from codecomplete.engine.errors import CodecompleteError
+from codecomplete.train.github.client import GitHubClient, GitHubStatus
+from codecomplete.train.github.repos import RepoRef
+from codecomplete.train.github.state import ScrapeState
 
 log = logging.getLogger(__name__)
 

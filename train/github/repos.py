@@ -13,10 +13,10 @@ from dataclasses import dataclass, field
 from typing import IO, Any
 from urllib.parse import quote
 
-from train.collect import SKIPPED_DIR_NAMES
-from train.filters import FilterConfig, is_test_path
-from train.github.client import GitHubClient, GitHubStatus
-from train.github.config import ScrapeConfig
+from codecomplete.train.collect import SKIPPED_DIR_NAMES
+from codecomplete.train.filters import FilterConfig, is_test_path
+from codecomplete.train.github.client import GitHubClient, GitHubStatus
+from codecomplete.train.github.config import ScrapeConfig
 
 # Git modes of plain files; 120000 is a symlink, and a submodule is an entry of type "commit".
 FILE_MODES = ("100644", "100755")

@@ -16,14 +16,14 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from engine.errors import CodecompleteError
-from train.github.client import GitHubClient, GitHubUnavailable
-from train.github.config import ScrapeConfig
-from train.github.discover import discover, month_windows
-from train.github.repos import RepoFiles, RepoRef, fetch_repo, precheck
-from train.github.sink import CorpusSink
-from train.github.state import RepoOutcome, ScrapeState
-from train.github.token import Token
+from codecomplete.engine.errors import CodecompleteError
+from codecomplete.train.github.client import GitHubClient, GitHubUnavailable
+from codecomplete.train.github.config import ScrapeConfig
+from codecomplete.train.github.discover import discover, month_windows
+from codecomplete.train.github.repos import RepoFiles, RepoRef, fetch_repo, precheck
+from codecomplete.train.github.sink import CorpusSink
+from codecomplete.train.github.state import RepoOutcome, ScrapeState
+from codecomplete.train.github.token import Token
 
 log = logging.getLogger(__name__)
 

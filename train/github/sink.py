@@ -17,10 +17,10 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from train.collect import ROW_GROUP_ROWS, SCHEMA, git_blob_sha, judge
-from train.filters import FilterConfig
-from train.github.repos import RepoFiles, RepoRef
-from train.github.state import TMP_PREFIX, RepoOutcome, ScrapeState
+from codecomplete.train.collect import ROW_GROUP_ROWS, SCHEMA, git_blob_sha, judge
+from codecomplete.train.filters import FilterConfig
+from codecomplete.train.github.repos import RepoFiles, RepoRef
+from codecomplete.train.github.state import TMP_PREFIX, RepoOutcome, ScrapeState
 
 
 class CorpusSink:

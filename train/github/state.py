@@ -17,10 +17,10 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from engine.errors import CodecompleteError
-from train.collect import SHARD_GLOB, CollectSummary
-from train.github.client import CachedResponse
-from train.github.repos import RepoRef
+from codecomplete.engine.errors import CodecompleteError
+from codecomplete.train.collect import SHARD_GLOB, CollectSummary
+from codecomplete.train.github.client import CachedResponse
+from codecomplete.train.github.repos import RepoRef
 
 STATE_NAME = "scrape.sqlite"
 TMP_PREFIX = ".tmp-"  # hidden, so corpus readers never see a half-written shard

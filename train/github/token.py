@@ -6,7 +6,7 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 
-from engine.errors import CodecompleteError
+from codecomplete.engine.errors import CodecompleteError
 
 
 class Token:

@@ -126,7 +126,7 @@ try {
     await page.locator(`${S.editor} .view-lines`).first().waitFor({ state: 'visible' });
   });
 
-  // The extension starts the server (python -m lsp.server) and the status bar shows model a.
+  // The extension starts the server (python -m codecomplete.lsp) and the status bar shows model a.
   const ready = await timed('server_ready', () => waitFor('the status bar to show model a', async () => {
     const t = await statusText();
     return t.includes('a · cpu') ? t : undefined;

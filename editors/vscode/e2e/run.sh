@@ -45,8 +45,8 @@ if [ ${#missing[@]} -gt 0 ]; then
   timeout 600 apt-get update -qq >"$RUN/apt.log" 2>&1 && DEBIAN_FRONTEND=noninteractive timeout 1200 apt-get install -y -qq "${missing[@]}" >>"$RUN/apt.log" 2>&1 \
     || fail "apt-get install ${missing[*]} (see apt.log)"
 fi
-[ -x "$PYTHON" ] && "$PYTHON" -c 'import lsp.server' 2>/dev/null \
-  || fail "$PYTHON cannot import lsp.server: pip install -e '$REPO' there, or set CODECOMPLETE_PYTHON"
+[ -x "$PYTHON" ] && "$PYTHON" -c 'import codecomplete.lsp.server' 2>/dev/null \
+  || fail "$PYTHON cannot import codecomplete.lsp: pip install -e '$REPO' there, or set CODECOMPLETE_PYTHON"
 
 # 2. The extension: exact packages from package-lock.json (npm ci again only when the lock file
 #    changed since the last run here), its unit tests, then typecheck + bundle + .vsix.

@@ -5,9 +5,10 @@ import fs from 'node:fs';
 import path from 'node:path';
 import type { LaunchSettings } from './settings';
 
-export const MODULE = 'lsp.server'; // what the codecomplete-lsp console script runs
-const INSTALL = 'python -m pip install -e /path/to/codecomplete';
-const OUR_PACKAGES = new Set(['lsp', 'engine', 'train', 'codecomplete']);
+export const MODULE = 'codecomplete.lsp'; // what the codecomplete-lsp console script runs
+const INSTALL = 'python -m pip install /path/to/codecomplete';
+// The other way: a tool install puts codecomplete-lsp on PATH, used when pythonPath is empty.
+const TOOL = 'or install the server with `pipx install /path/to/codecomplete` (or `uv tool install`) and leave codecomplete.server.pythonPath empty';
 
 export interface Launch {
   command: string;
@@ -39,7 +40,7 @@ export function findOnPath(name: string, env: NodeJS.ProcessEnv, platform = proc
   return undefined;
 }
 
-/** codecomplete.server.command, else pythonPath -m lsp.server, else codecomplete-lsp on PATH, else python3. */
+/** codecomplete.server.command, else pythonPath -m codecomplete.lsp, else codecomplete-lsp on PATH, else python3. */
 export function resolveLaunch(s: LaunchSettings, env: NodeJS.ProcessEnv, platform = process.platform): Launch {
   if (s.command.length > 0) {
     return { command: s.command[0], args: s.command.slice(1), via: 'codecomplete.server.command' };
@@ -64,7 +65,7 @@ const lastLine = (text: string) => text.trim().split('\n').pop()?.trim() ?? '';
 /** Why `launch` did not start: the spawn error, or its exit code and what it wrote to stderr. */
 export function diagnoseStart(launch: Launch, r: { error?: NodeJS.ErrnoException; code: number | null; stderr: string }): Failure {
   const who = `${launch.command} (from ${launch.via})`;
-  const setPython = `Set codecomplete.server.pythonPath to a Python that has codecomplete installed (${INSTALL}).`;
+  const setPython = `Set codecomplete.server.pythonPath to a Python that has codecomplete installed (${INSTALL}), ${TOOL}.`;
   if (r.error?.code === 'ENOENT') {
     return { message: `CodeComplete cannot start its server: ${who} was not found.`, fix: setPython, setting: 'codecomplete.server.pythonPath' };
   }
@@ -74,10 +75,11 @@ export function diagnoseStart(launch: Launch, r: { error?: NodeJS.ErrnoException
   const missing = /No module named '?([\w.]+)'?/.exec(r.stderr)?.[1];
   if (missing) {
     const top = missing.split('.')[0];
-    const what = OUR_PACKAGES.has(top)
+    const what = top === 'codecomplete'
       ? 'the codecomplete package is not installed in that Python'
       : `that Python lacks ${top}, which codecomplete needs`;
-    const fix = `Install it there: ${launch.command.includes('python') ? launch.command + ' -m pip install -e /path/to/codecomplete' : INSTALL}; or set codecomplete.server.pythonPath to a Python that has it.`;
+    const there = launch.command.includes('python') ? `${launch.command} -m pip install /path/to/codecomplete` : INSTALL;
+    const fix = `Install it there (${there}), set codecomplete.server.pythonPath to a Python that has it, ${TOOL}.`;
     return { message: `CodeComplete cannot start its server: ${what} (${who}: No module named '${missing}').`, fix, setting: 'codecomplete.server.pythonPath' };
   }
   if (/SyntaxError|requires a different Python/.test(r.stderr)) {

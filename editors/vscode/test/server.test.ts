@@ -25,9 +25,9 @@ test('server.command wins, then pythonPath, then codecomplete-lsp on PATH, then 
   assert.deepEqual(resolveLaunch({ command: ['/opt/cc', '--log-level', 'debug'], pythonPath: '/py' }, env),
     { command: '/opt/cc', args: ['--log-level', 'debug'], via: 'codecomplete.server.command' });
   assert.deepEqual(resolveLaunch({ command: [], pythonPath: '/venv/bin/python' }, env),
-    { command: '/venv/bin/python', args: ['-m', 'lsp.server'], via: 'codecomplete.server.pythonPath' });
+    { command: '/venv/bin/python', args: ['-m', 'codecomplete.lsp'], via: 'codecomplete.server.pythonPath' });
   assert.equal(resolveLaunch(none, env).command, 'python3');
-  assert.deepEqual(resolveLaunch(none, env).args, ['-m', 'lsp.server']);
+  assert.deepEqual(resolveLaunch(none, env).args, ['-m', 'codecomplete.lsp']);
   fs.writeFileSync(path.join(bin, 'codecomplete-lsp'), '', { mode: 0o644 }); // not executable: skipped
   assert.equal(resolveLaunch(none, env).command, 'python3');
   fs.chmodSync(path.join(bin, 'codecomplete-lsp'), 0o755);
@@ -45,15 +45,15 @@ test('a missing interpreter names the setting that fixes it', () => {
   const error = Object.assign(new Error('spawn /no/python ENOENT'), { code: 'ENOENT' });
   const f = diagnoseStart(launch, { error, code: null, stderr: '' });
   assert.match(f.message, /\/no\/python \(from codecomplete\.server\.pythonPath\) was not found/);
-  assert.match(f.fix, /codecomplete\.server\.pythonPath.*pip install -e/);
+  assert.match(f.fix, /codecomplete\.server\.pythonPath.*pip install .*pipx install/);
   assert.equal(f.setting, 'codecomplete.server.pythonPath');
 });
 
 test('missing Python packages: ours, or one of our dependencies', () => {
   const launch = resolveLaunch({ command: [], pythonPath: '/usr/bin/python3' }, {});
-  const ours = diagnoseStart(launch, { code: 1, stderr: "/usr/bin/python3: Error while finding module specification for 'lsp.server' (ModuleNotFoundError: No module named 'lsp')\n" });
+  const ours = diagnoseStart(launch, { code: 1, stderr: "/usr/bin/python3: Error while finding module specification for 'codecomplete.lsp' (ModuleNotFoundError: No module named 'codecomplete')\n" });
   assert.match(ours.message, /codecomplete package is not installed in that Python/);
-  assert.match(ours.fix, /\/usr\/bin\/python3 -m pip install -e \/path\/to\/codecomplete/);
+  assert.match(ours.fix, /\/usr\/bin\/python3 -m pip install \/path\/to\/codecomplete.*pipx install/);
   const dep = diagnoseStart(launch, { code: 1, stderr: "Traceback ...\nModuleNotFoundError: No module named 'pygls'\n" });
   assert.match(dep.message, /lacks pygls, which codecomplete needs/);
   const other = diagnoseStart(launch, { code: 2, stderr: 'line 1\nRuntimeError: boom\n' });
@@ -74,7 +74,7 @@ test("the server's own errors: a bad checkpoint, torch missing, anything else", 
 test('preflight runs --version: found, failing, missing, hanging', async () => {
   const ok = fakeServer('ok-server', "console.log(process.argv.includes('--version') ? 'codecomplete-lsp 9.9.9' : 'no')");
   assert.deepEqual(await preflight({ command: ok, args: [], via: 't' }, process.env, tmp), { version: 'codecomplete-lsp 9.9.9' });
-  const noModule = fakeServer('bad-server', "process.stderr.write(\"ModuleNotFoundError: No module named 'lsp'\\n\"); process.exit(1)");
+  const noModule = fakeServer('bad-server', "process.stderr.write(\"ModuleNotFoundError: No module named 'codecomplete'\\n\"); process.exit(1)");
   const f = (await preflight({ command: noModule, args: [], via: 't' }, process.env, tmp)).failure;
   assert.match(f!.message, /codecomplete package is not installed/);
   const missing = (await preflight({ command: path.join(tmp, 'nope'), args: [], via: 't' }, process.env, tmp)).failure;

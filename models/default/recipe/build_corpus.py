@@ -24,9 +24,9 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from engine.errors import CodecompleteError
-from train.collect import CollectConfig, collect
-from train.filters import FilterConfig
+from codecomplete.engine.errors import CodecompleteError
+from codecomplete.train.collect import CollectConfig, collect
+from codecomplete.train.filters import FilterConfig
 
 # The model card's held-out evaluation (typer vendors click as _click).
 HELD_OUT = {"typer", "click", "_click", "pygls", "cattrs", "cattr", "markdown_it", "httpx2", "attrs", "attr",

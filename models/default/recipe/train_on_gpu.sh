@@ -14,13 +14,13 @@ rm -rf $W; mkdir -p $W
 nvidia-smi -L 2>/dev/null; $PY -c "import torch; print(torch.__version__, torch.cuda.is_available())"
 $PY models/default/recipe/build_corpus.py $W/corpus $W/packages.json || exit 1
 echo "[t=$(( $(date +%s) - T0 ))s] corpus built"
-$PY -m train.cli prepare $W/corpus --tokenizer models/default/tokenizer.json --out $W/data --split-by file || exit 1
+$PY -m codecomplete.train.cli prepare $W/corpus --tokenizer models/default/tokenizer.json --out $W/data --split-by file || exit 1
 echo "[t=$(( $(date +%s) - T0 ))s] prepared"
 LEFT=$(( T0 + BUDGET - $(date +%s) ))
 [ $LEFT -lt 60 ] && LEFT=60  # the data took longer than planned: still train for a minute
 MIN=$($PY -c "print(round(($LEFT - 20) / 60, 2))")
 echo "[t=$(( $(date +%s) - T0 ))s] training for $MIN minutes"
-timeout --signal=TERM $(( LEFT + 20 )) $PY -m train.cli train $W/data --out $W/run --preset mini --device $DEVICE \
+timeout --signal=TERM $(( LEFT + 20 )) $PY -m codecomplete.train.cli train $W/data --out $W/run --preset mini --device $DEVICE \
   --batch-size $BATCH --lr $LR --warmup-steps 200 --eval-every 1000 --log-every 50 --minutes $MIN
 echo "[t=$(( $(date +%s) - T0 ))s] trained (rc $?)"
 if [ -n "${OUT:-}" ]; then

@@ -6,7 +6,7 @@ local M = {}
 
 --- The plugin's own options. Everything else in setup() goes to the server.
 M.defaults = {
-  cmd = nil, -- the server command; default { 'codecomplete-lsp' }, or { python, '-m', 'lsp.server' }
+  cmd = nil, -- the server command; default { 'codecomplete-lsp' }, or { python, '-m', 'codecomplete.lsp' }
   python = nil, -- a Python that has the codecomplete package installed
   filetypes = { 'python' },
   root_markers = { '.git', 'pyproject.toml', 'setup.py' },
@@ -53,7 +53,7 @@ function M.server_cmd(opts)
     return type(opts.cmd) == 'string' and { opts.cmd } or opts.cmd
   end
   if opts.python then
-    return { vim.fs.normalize(opts.python), '-m', 'lsp.server' }
+    return { vim.fs.normalize(opts.python), '-m', 'codecomplete.lsp' }
   end
   return { 'codecomplete-lsp' }
 end

@@ -8,8 +8,9 @@ local uv = vim.uv or vim.loop
 local WAIT_MS = 90000 -- a cold start imports torch and loads the model
 
 local FILES = { 'config.json', 'model.safetensors', 'tokenizer.json' }
-local INSTALL = 'install the server into a Python environment: `pip install -e /path/to/codecomplete`, '
-  .. "then put its bin/ on $PATH or pass setup({ python = '/path/to/venv/bin/python' })"
+local INSTALL = 'install the server: `pipx install /path/to/codecomplete` (or `uv tool install`) puts '
+  .. 'codecomplete-lsp on $PATH; or `pip install /path/to/codecomplete` into a virtual environment '
+  .. "and pass setup({ python = '/path/to/venv/bin/python' })"
 
 local function check_neovim()
   local v = tostring(vim.version())
