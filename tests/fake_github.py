@@ -6,8 +6,10 @@ blobs (base64); tarballs through a redirect to a separate download host path, bu
 .tar.gz archives in memory; ETags answered 304 without spending budget; core and search rate
 limits per token (or anonymous) with X-RateLimit-* headers; 401 for unknown tokens.
 
-What it adds for tests: a shared fake clock (no real sleeping), injected faults (5xx, dropped
-connections, cut-off downloads, secondary limits with or without Retry-After, 429), a log of
+What it adds for tests: a shared fake clock (no real sleeping), a search cap other than 1,000
+(as a GitHub Enterprise server may have), injected faults (5xx, dropped connections, cut-off
+downloads, secondary limits with or without Retry-After, 429, search answers cut short with
+`incomplete_results: true`), a log of
 every request, and `violations`: requests sent while the budget was spent or before a
 Retry-After had passed — a correct client makes none. (A Retry-After binds the connection it
 was sent on: the client's other connections may have requests in flight, or be a moment from
@@ -93,7 +95,7 @@ class FakeRepo:
 @dataclass
 class Fault:
     pattern: str  # regex searched in the request path
-    kind: str  # 500 502 503 drop cut secondary secondary-no-retry 429
+    kind: str  # 500 502 503 drop cut secondary secondary-no-retry 429 incomplete
     times: int = 1
     retry_after: int = 30
 
@@ -142,6 +144,7 @@ class FakeGitHub:
     core_limit: int = 5000
     search_limit: int = 30
     anonymous_limit: int = 60
+    search_cap: int = SEARCH_CAP  # results one search query pages through
     log: list[Seen] = field(default_factory=list)
     violations: list[str] = field(default_factory=list)
     faults: list[Fault] = field(default_factory=list)
@@ -212,7 +215,7 @@ class FakeGitHub:
         if pause is not None and now < pause.until and conn == pause.conn:
             self.violations.append(f"{path} at {now:.0f}, before Retry-After ended at {pause.until:.0f}")
         fault = self._take_fault(path)
-        if fault is not None and fault.kind != "cut":
+        if fault is not None and fault.kind not in ("cut", "incomplete"):
             return self._fault_answer(fault, now, path, query, resource, identity, conn)
         bucket = self._bucket(identity, resource, now)
         if bucket.remaining <= 0:
@@ -221,7 +224,7 @@ class FakeGitHub:
             answer = _json(403, {"message": "API rate limit exceeded."})
             answer.headers.update(self._rate_headers(bucket, resource))
             return answer
-        answer = self._route(path, params)
+        answer = self._route(path, params, incomplete=fault is not None and fault.kind == "incomplete")
         is_json = answer.status == 200 and answer.headers.get("Content-Type") == "application/json"
         etag = '"' + hashlib.sha1(answer.body).hexdigest() + '"' if is_json else ""
         if etag and headers.get("if-none-match") == etag:
@@ -290,9 +293,9 @@ class FakeGitHub:
         }
 
     # -- the API -----------------------------------------------------------------------------
-    def _route(self, path: str, params: dict[str, str]) -> Answer:
+    def _route(self, path: str, params: dict[str, str], incomplete: bool = False) -> Answer:
         if path == "/search/repositories":
-            return self._search(params)
+            return self._search(params, incomplete)
         m = re.fullmatch(r"/repos/([^/]+/[^/]+)(/.*)?", path)
         repo = self._repo(m.group(1)) if m else None
         if repo is None:
@@ -318,17 +321,20 @@ class FakeGitHub:
     def _repo(self, full_name: str) -> FakeRepo | None:
         return next((r for r in self.repos if r.full_name == full_name and not r.deleted), None)
 
-    def _search(self, params: dict[str, str]) -> Answer:
+    def _search(self, params: dict[str, str], incomplete: bool = False) -> Answer:
+        """One page; `incomplete`: the search timed out and the page holds half its items."""
         per_page = min(int(params.get("per_page", 30)), 100)
         page = int(params.get("page", 1))
-        if (page - 1) * per_page >= SEARCH_CAP:
-            return _json(422, {"message": "Only the first 1000 search results are available"})
+        if (page - 1) * per_page >= self.search_cap:
+            return _json(422, {"message": f"Only the first {self.search_cap} search results are available"})
         matches = sorted(
             (r for r in self.repos if _matches(r, params.get("q", ""))),
             key=lambda r: (r.created_at, r.full_name),
         )
-        reachable = min(len(matches), SEARCH_CAP)
+        reachable = min(len(matches), self.search_cap)
         items = matches[(page - 1) * per_page : min(page * per_page, reachable)]
+        if incomplete:
+            items = items[: len(items) // 2]
         last = max(1, -(-reachable // per_page))
         links = []
         if page < last:
@@ -338,7 +344,7 @@ class FakeGitHub:
             links.append(f'<{self._search_url(params, 1)}>; rel="first"')
         answer = _json(
             200,
-            {"total_count": len(matches), "incomplete_results": False, "items": [_repo_json(r) for r in items]},
+            {"total_count": len(matches), "incomplete_results": incomplete, "items": [_repo_json(r) for r in items]},
         )
         if links:
             answer.headers["Link"] = ", ".join(links)

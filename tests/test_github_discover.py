@@ -1,4 +1,5 @@
-"""Discovery: creation-date windows, splitting past the search cap, complete pagination."""
+"""Discovery: creation-date windows, splitting past the search cap (whatever it is), complete pagination,
+searches GitHub answers incomplete."""
 
 from __future__ import annotations
 
@@ -9,11 +10,18 @@ from pathlib import Path
 from urllib.parse import parse_qs
 
 import pytest
-from fake_github import FakeClock, FakeGitHub, FakeRepo
+from fake_github import FakeClock, FakeGitHub, FakeRepo, _matches
 
 from codecomplete.engine.errors import CodecompleteError
 from codecomplete.train.github.client import GitHubClient
-from codecomplete.train.github.discover import SEARCH_CAP, Window, discover, month_windows
+from codecomplete.train.github.discover import (
+    INCOMPLETE_TRIES,
+    SEARCH_CAP,
+    SearchStats,
+    Window,
+    discover,
+    month_windows,
+)
 from codecomplete.train.github.state import STATE_NAME, ScrapeState
 from codecomplete.train.github.token import Token
 
@@ -29,10 +37,17 @@ def bare_repos(n: int, day: str = "2015-03-{d:02d}T{h:02d}:{m:02d}:{s:02d}Z", pr
     return out
 
 
-def run_discover(gh: FakeGitHub, clock: FakeClock, out: Path, window: Window) -> tuple[int, ScrapeState]:
+def run_discover(gh: FakeGitHub, clock: FakeClock, out: Path, window: Window,
+                 stats: SearchStats | None = None) -> tuple[int, ScrapeState]:
     state = ScrapeState(out)  # also the ETag cache, as in a scrape
     client = GitHubClient(gh.url, Token(TOKEN, "$GITHUB_TOKEN"), cache=state, clock=clock.time, sleep=clock.sleep)
-    return discover(client, state, window, min_stars=100), state
+    return discover(client, state, window, min_stars=100, stats=stats), state
+
+
+def monthly_repos(counts: dict[str, int]) -> list[FakeRepo]:
+    """counts[YYYY-MM] repositories created in that month, each at its own second."""
+    return [repo for month, n in counts.items()
+            for repo in bare_repos(n, day=month + "-{d:02d}T{h:02d}:{m:02d}:{s:02d}Z", prefix=f"m{month}-")]
 
 
 def search_pages(gh: FakeGitHub) -> list[dict[str, str]]:
@@ -129,3 +144,64 @@ def test_a_done_window_costs_nothing_and_an_unfinished_one_is_replayed_from_etag
         assert [s.status for s in replay] == [304, 304, 304]
         assert not any(s.charged for s in replay)
         assert added == 0 and len(state.queued_repos()) == 250
+
+
+# --- a server that reaches fewer results than GitHub ----------------------------------------------
+def test_a_search_cap_of_20_with_months_of_30_and_more_loses_nothing(tmp_path: Path) -> None:
+    clock = FakeClock()
+    counts = {"2015-01": 30, "2015-02": 45, "2015-03": 61}
+    repos = monthly_repos(counts)
+    stats = SearchStats()
+    with FakeGitHub(repos, clock=clock.time, search_cap=20) as gh:
+        for window in month_windows("2015-01", "2015-03"):
+            run_discover(gh, clock, tmp_path, window, stats)[1].close()
+        assert {s.status for s in gh.log if s.path.startswith("/search/")} == {200}
+    state = ScrapeState(tmp_path)
+    assert {r.full_name for r in state.queued_repos()} == {r.full_name for r in repos}
+    assert all(state.window_done(w.query(100)) for w in month_windows("2015-01", "2015-03"))
+    assert stats.incomplete == 0 and stats.windows >= 3 + 2 + 3  # each month split into parts of 20 or fewer
+
+
+def test_the_reach_a_server_shows_is_learnt_so_later_windows_split_before_paging(tmp_path: Path) -> None:
+    clock = FakeClock()
+    repos = monthly_repos({"2015-01": 400, "2015-02": 400})
+    stats = SearchStats()
+    with FakeGitHub(repos, clock=clock.time, search_cap=150) as gh:
+        january, february = month_windows("2015-01", "2015-02")
+        run_discover(gh, clock, tmp_path, january, stats)[1].close()
+        assert stats.reach == 150
+        n = len(gh.log)
+        added, state = run_discover(gh, clock, tmp_path, february, stats)
+        assert added == 400 and len(state.queued_repos()) == 800
+        # February's 400 were split at once: only queries the server reaches to the end were paged.
+        paged = [p["q"] for p in search_pages(gh)[-(len(gh.log) - n):] if "page" in p]
+        assert paged and all(sum(_matches(r, q) for r in repos) <= 150 for q in paged)
+
+
+# --- searches GitHub answers incomplete -----------------------------------------------------------
+def test_an_incomplete_page_is_asked_again_with_backoff(tmp_path: Path) -> None:
+    clock = FakeClock()
+    with FakeGitHub(bare_repos(250), clock=clock.time) as gh:
+        gh.fault("^/search/", "incomplete", times=2)
+        stats = SearchStats()
+        added, state = run_discover(gh, clock, tmp_path, month_windows("2015-03", "2015-03")[0], stats)
+        assert [p.get("page", "1") for p in search_pages(gh)] == ["1", "1", "1", "2", "3"]
+        assert added == 250 and stats.incomplete == 0
+        assert state.window_done(month_windows("2015-03", "2015-03")[0].query(100))
+        assert clock.time() - 1_700_000_000 >= 5 + 10  # waited before each new ask
+
+
+def test_a_page_that_stays_incomplete_is_kept_with_a_warning_and_searched_again_next_run(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    clock = FakeClock()
+    window = month_windows("2015-03", "2015-03")[0]
+    with FakeGitHub(bare_repos(250), clock=clock.time) as gh, caplog.at_level(logging.WARNING):
+        gh.fault("^/search/", "incomplete", times=INCOMPLETE_TRIES)
+        stats = SearchStats()
+        added, state = run_discover(gh, clock, tmp_path, window, stats)
+        assert added == 200 and stats.incomplete == 1  # the first page kept half its 100
+        assert "kept 200 of the 250 it counted, so 50 or more may be missing" in caplog.text
+        assert not state.window_done(window.query(100))
+        state.close()
+        added, state = run_discover(gh, clock, tmp_path, window)  # the next run
+        assert added == 50 and len(state.queued_repos()) == 250 and state.window_done(window.query(100))

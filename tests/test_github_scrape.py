@@ -24,6 +24,7 @@ from codecomplete.train.collect import git_blob_sha
 from codecomplete.train.corpus import iter_documents
 from codecomplete.train.github.client import GitHubUnavailable
 from codecomplete.train.github.config import ScrapeConfig
+from codecomplete.train.github.discover import INCOMPLETE_TRIES
 from codecomplete.train.github.scrape import ScrapeSummary, scrape
 from codecomplete.train.github.state import STATE_NAME, ScrapeState
 from codecomplete.train.github.token import Token
@@ -317,6 +318,23 @@ def test_anonymous_scrape_warns_and_keeps_to_60_an_hour(tmp_path: Path, clock: F
         summary = run(tmp_path, gh, clock, token=None)
         assert gh.violations == [] and {s.identity for s in gh.log if s.resource} == {"anonymous"}
     assert "no GitHub token" in caplog.text and summary.waited_s > 3600
+    assert files(tmp_path) == EXPECTED
+
+
+def test_an_incomplete_search_is_counted_in_the_summary_and_searched_again_next_run(
+        tmp_path: Path, clock: FakeClock, capsys: pytest.CaptureFixture[str]) -> None:
+    import codecomplete.train.scrape_cli as cli
+
+    token = Token(TOKEN, "$GITHUB_TOKEN")
+    with FakeGitHub(scenario(), clock=clock.time) as gh:
+        gh.fault("^/search/", "incomplete", times=INCOMPLETE_TRIES)  # January's page, every time it is asked
+        summary = cli.run_scrape_github(config(tmp_path, gh), token, clock.time, clock.sleep)
+        assert (summary.windows_searched, summary.incomplete_windows) == (3, 1)
+        assert "1 of 3 search windows stayed incomplete" in capsys.readouterr().err
+        assert ("beta/tools", "tools/cli.py") not in files(tmp_path)  # half of January's page was cut
+        summary = cli.run_scrape_github(config(tmp_path, gh), token, clock.time, clock.sleep)
+        assert (summary.windows_searched, summary.incomplete_windows) == (1, 0)  # January alone, again
+        assert "searched 1 creation windows, none incomplete" in capsys.readouterr().err
     assert files(tmp_path) == EXPECTED
 
 

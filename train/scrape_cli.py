@@ -77,6 +77,15 @@ def run_scrape_github(
         f"{summary.requests:,} requests ({summary.not_modified:,} answered from cache), "
         f"{_duration(summary.waited_s)} waiting for rate limits"
     )
+    if summary.incomplete_windows:
+        console.print(
+            f"[yellow]{summary.incomplete_windows:,} of {summary.windows_searched:,} search windows stayed "
+            "incomplete (GitHub's search timed out): repositories created then may be missing; "
+            "run the same command later to search them again",
+            highlight=False,
+        )
+    else:
+        console.print(f"searched {summary.windows_searched:,} creation windows, none incomplete", highlight=False)
     console.print(f"wrote {len(summary.shards)} shard(s), summary.json and scrape.sqlite in {cfg.out}; run the same command to continue")
     return summary
 

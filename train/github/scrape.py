@@ -19,7 +19,7 @@ from typing import Any
 from codecomplete.engine.errors import CodecompleteError
 from codecomplete.train.github.client import GitHubClient, GitHubUnavailable
 from codecomplete.train.github.config import ScrapeConfig
-from codecomplete.train.github.discover import discover, month_windows
+from codecomplete.train.github.discover import SearchStats, discover, month_windows
 from codecomplete.train.github.repos import RepoFiles, RepoRef, fetch_repo, precheck
 from codecomplete.train.github.sink import CorpusSink
 from codecomplete.train.github.state import RepoOutcome, ScrapeState
@@ -45,6 +45,8 @@ class ScrapeSummary:
     not_modified: int
     waited_s: float
     shards: list[str] = field(default_factory=list)
+    windows_searched: int = 0  # this run: creation windows paged to their end
+    incomplete_windows: int = 0  # ...whose search stayed incomplete: searched again next run
 
 
 class _Stopped(Exception):
@@ -63,6 +65,7 @@ def scrape(
     emit = on_event or (lambda event: None)
     windows = month_windows(cfg.since, cfg.until)
     stop = threading.Event()
+    search = SearchStats()
     state = ScrapeState(cfg.out)
     try:
         client = GitHubClient(
@@ -82,7 +85,7 @@ def scrape(
         sink = CorpusSink(state, cfg.filters, cfg.batch_files, cfg.batch_seconds)
         emit({"event": "start", "budgets": budgets, "repos": state.repo_counts()})
         try:
-            _Run(cfg, client, state, sink, emit, stop).run(windows)
+            _Run(cfg, client, state, sink, emit, stop, search).run(windows)
         finally:  # whatever stopped the run, what was fetched and judged is kept
             if (shard := sink.flush()) is not None:
                 emit({"event": "shard", "name": shard[0], "rows": shard[1]})
@@ -98,6 +101,8 @@ def scrape(
             not_modified=client.stats["not_modified"],
             waited_s=client.limiter.waited_s,
             shards=corpus.shards,
+            windows_searched=search.windows,
+            incomplete_windows=search.incomplete,
         )
     finally:
         state.close()
@@ -112,9 +117,10 @@ class _Run:
         sink: CorpusSink,
         emit: Callable[[Event], None],
         stop: threading.Event,
+        search: SearchStats,
     ) -> None:
         self.cfg, self.client, self.state, self.sink, self.emit = cfg, client, state, sink, emit
-        self.stop = stop
+        self.stop, self.search = stop, search
         counts = state.repo_counts()
         self.looked_at = counts.get("done", 0) + counts.get("skipped", 0)  # toward max_repos
         self.handled: set[str] = set()  # this run: still "pending" in the state until a flush
@@ -126,7 +132,7 @@ class _Run:
             for window in windows:
                 if self._limit_reached():
                     break
-                added = discover(self.client, self.state, window, self.cfg.min_stars)
+                added = discover(self.client, self.state, window, self.cfg.min_stars, self.search)
                 self.emit(
                     {
                         "event": "window",

@@ -86,8 +86,12 @@ class ScrapeState:
     def window_done(self, key: str) -> bool:
         return self._one("SELECT 1 FROM windows WHERE key = ?", (key,)) is not None
 
-    def finish_window(self, key: str, refs: Iterable[RepoRef] = ()) -> int:
-        """Queue the repositories a window listed and mark it done, together. Returns new ones."""
+    def finish_window(self, key: str, refs: Iterable[RepoRef] = (), done: bool = True) -> int:
+        """Queue the repositories a window listed and mark it done, together. Returns new ones.
+
+        A window whose search stayed incomplete queues what it found but is not marked done,
+        so the next run searches it again.
+        """
         with self._lock, self._transaction():
             seq = self._one("SELECT COALESCE(MAX(seq), 0) FROM repos")[0]
             added = 0
@@ -98,7 +102,8 @@ class ScrapeState:
                 )
                 seq += cur.rowcount
                 added += cur.rowcount
-            self._db.execute("INSERT OR IGNORE INTO windows (key) VALUES (?)", (key,))
+            if done:
+                self._db.execute("INSERT OR IGNORE INTO windows (key) VALUES (?)", (key,))
         return added
 
     def queued_repos(self) -> list[RepoRef]:
