@@ -33,6 +33,12 @@ def test_its_config_matches_its_tokenizer() -> None:
     assert load_checkpoint(DEFAULT).model.num_params() > 1_000_000
 
 
+def test_its_provenance_names_no_path_of_the_machine_that_trained_it() -> None:
+    provenance = read_config(DEFAULT)["provenance"]
+    assert provenance["data"] == "../data"  # the recipe's data folder, seen from its run folder
+    assert not any(isinstance(v, str) and Path(v).is_absolute() for v in provenance.values())
+
+
 def test_it_completes_an_import_with_python_that_parses() -> None:
     engine = CompletionEngine.from_checkpoint(DEFAULT, "cpu", min_score=-1e9)
     top = engine.complete("import numpy as ", "", n=3)[0].text

@@ -8,16 +8,18 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import asdict
 from pathlib import Path
 
 import pytest
 import torch
 from safetensors.torch import load_file
+from typer.testing import CliRunner
 
 from codecomplete.engine.checkpoint import load_checkpoint
 from codecomplete.engine.errors import CodecompleteError
 from codecomplete.train.distributed import Dist, micro_steps
-from codecomplete.train.loop import TrainConfig, Trainer
+from codecomplete.train.loop import CONFIG_FILE, TrainConfig, Trainer
 
 REPO = Path(__file__).resolve().parents[1]
 STEPS, EVAL_EVERY = 24, 6
@@ -71,11 +73,11 @@ def plant(tmp_path: Path, code: str) -> Path:
     return script
 
 
-def torchrun(data: Path, out: Path, *extra: str, script: Path | None = None) -> subprocess.Popen[str]:
+def torchrun(data: Path, out: Path, *extra: str, script: Path | None = None, args: list[str] = ARGS) -> subprocess.Popen[str]:
     """torchrun --nproc_per_node 2 -m codecomplete.train.cli train DATA --out OUT ..., in its own session."""
     entry = [str(script)] if script else ["-m", "codecomplete.train.cli"]
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", *entry,
-           "train", str(data), "--out", str(out), *ARGS, *extra]
+           "train", str(data), "--out", str(out), *args, *extra]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
     return subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
 
@@ -174,3 +176,59 @@ def test_grad_accum_is_shared_out_over_the_processes() -> None:
     assert micro_steps(4, Dist(rank=1, world_size=2)) == range(2, 4)
     with pytest.raises(CodecompleteError, match="--grad-accum 3 .* multiple of 2"):
         micro_steps(3, Dist(rank=0, world_size=2))
+
+
+# --- --grad-accum left out: one micro-batch per process -------------------------------------------
+def short(steps: int) -> list[str]:
+    """ARGS without --grad-accum, for `steps` steps with one evaluation at the end."""
+    args = list(ARGS)
+    at = args.index("--grad-accum")
+    del args[at : at + 2]
+    return [*args, "--max-steps", str(steps), "--eval-every", str(steps)]  # click: the last value wins
+
+
+def test_without_grad_accum_each_process_takes_one_micro_batch_and_it_says_so_once(prepared: dict[str, Path], tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    output = finish(torchrun(prepared["data"], out, args=short(2)))
+    assert json.loads((out / CONFIG_FILE).read_text())["grad_accum"] == 2
+    assert output.count("note: --grad-accum not given: 2, one micro-batch per process, so a step takes 2 x --batch-size 2 = 4 sequences") == 1
+    assert [r["tokens"] for r in records(out, "step")] == [4 * 32, 2 * 4 * 32]  # 4 sequences of 32 tokens a step
+
+
+def test_a_run_resumed_on_more_processes_goes_on_with_a_grad_accum_that_splits(prepared: dict[str, Path], tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    cfg = TrainConfig(data=str(prepared["data"]), out=str(out), preset="tiny", block_size=32, batch_size=2, grad_accum=1,
+                      lr=3e-3, warmup_steps=2, max_steps=2, eval_every=2, eval_tokens=256, log_every=1, device="cpu")
+    Trainer(cfg).run()  # one process: one micro-batch of 2 sequences a step
+    output = finish(torchrun(prepared["data"], out, "--resume", args=short(4)))
+    assert output.count("saved with --grad-accum 1, which does not split over 2 processes: it goes on with 2") == 1
+    assert json.loads((out / CONFIG_FILE).read_text())["grad_accum"] == 2
+    assert load_checkpoint(out / "last").provenance["tokens_seen"] == (2 * 2 + 2 * 4) * 32  # 2 steps of 2 sequences, 2 of 4
+
+
+@pytest.mark.parametrize(("processes", "given", "saved", "expected", "note"), [
+    (1, None, None, 1, ""),
+    (2, None, None, 2, "--grad-accum not given: 2"),
+    (2, 3, None, 3, ""),  # explicit: kept, and micro_steps stops with its one-line error
+    (2, None, 4, 4, ""),  # a resumed run whose value splits keeps it
+    (2, None, 3, 4, "saved with --grad-accum 3, which does not split over 2 processes: it goes on with 4"),
+    (4, None, 1, 4, "it goes on with 4, so a step now takes 8 sequences instead of 2"),
+    (2, 6, 3, 6, ""),  # explicit on resume: the user's value
+])
+def test_grad_accum_defaults_to_one_micro_batch_per_process(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, processes: int, given: int | None, saved: int | None, expected: int, note: str) -> None:
+    from codecomplete.train import cli
+
+    seen: list[TrainConfig] = []
+    monkeypatch.setattr(cli, "run_train", lambda cfg, resume: seen.append(cfg))
+    out = tmp_path / "run"
+    if saved is not None:
+        out.mkdir()
+        (out / CONFIG_FILE).write_text(json.dumps(asdict(TrainConfig(data="data", out=str(out), batch_size=2, grad_accum=saved))))
+    args = ["train", str(tmp_path / "data"), "--out", str(out), "--batch-size", "2", "--max-steps", "1"]
+    args += ["--grad-accum", str(given)] if given is not None else []
+    args += ["--resume"] if saved is not None else []
+    result = CliRunner().invoke(cli.app, args, env={"WORLD_SIZE": str(processes), "RANK": "0"})
+    assert result.exit_code == 0, result.output
+    assert seen[0].grad_accum == expected
+    assert (note in result.output if note else "note:" not in result.output), result.output

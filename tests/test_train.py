@@ -17,7 +17,8 @@ from safetensors.torch import load_file
 from codecomplete.engine.checkpoint import load_checkpoint
 from codecomplete.engine.errors import CodecompleteError
 from codecomplete.train import run_folder
-from codecomplete.train.loop import TrainConfig, Trainer, lr_at
+from codecomplete.train.eval_cli import _data_of
+from codecomplete.train.loop import TrainConfig, Trainer, lr_at, portable_path
 
 
 def tiny_config(prepared: dict[str, Path], out: Path, **kw) -> TrainConfig:
@@ -61,6 +62,25 @@ def test_killed_and_resumed_run_matches_an_uninterrupted_one(prepared: dict[str,
 
     a, b = weights(tmp_path / "straight"), weights(tmp_path / "resumed")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_checkpoints_name_their_data_from_the_run_folder_never_by_an_absolute_path(
+        prepared: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    run = tmp_path / "runs" / "x"
+    Trainer(tiny_config(prepared, run, max_steps=1)).run()
+    for slot in ("best", "last"):
+        recorded = load_checkpoint(run / slot).provenance["data"]
+        assert not Path(recorded).is_absolute() and (run / recorded).resolve() == prepared["data"].resolve()
+    monkeypatch.chdir(tmp_path)  # `eval` finds the data from the run folder, wherever it runs
+    assert _data_of(run / "best").resolve() == prepared["data"].resolve()
+    assert portable_path("/srv/corpus/data", Path("/home/me/runs/x")) == "data"  # nothing shared but the root
+
+
+def test_a_run_resumed_with_another_grad_accum_counts_the_tokens_it_saw(prepared: dict[str, Path], tmp_path: Path) -> None:
+    Trainer(tiny_config(prepared, tmp_path / "run", max_steps=2, grad_accum=1)).run()
+    Trainer(tiny_config(prepared, tmp_path / "run", max_steps=4, grad_accum=2), resume=True).run()
+    sequences = 2 * 4 * 1 + 2 * 4 * 2  # two steps of one micro-batch of 4, two of two
+    assert load_checkpoint(tmp_path / "run" / "last").provenance["tokens_seen"] == sequences * 32
 
 
 def test_an_existing_run_is_not_overwritten_without_resume(prepared: dict[str, Path], tmp_path: Path) -> None:

@@ -225,7 +225,7 @@ def train_cmd(
     minutes: Annotated[float | None, typer.Option(help="Wall-clock budget; the learning rate decays over it.")] = None,
     max_steps: Annotated[int | None, typer.Option(help="Optimizer-step budget (with --minutes, whichever ends first).")] = None,
     batch_size: Annotated[int, typer.Option(help="Sequences per micro-batch.")] = TRAIN_DEFAULTS.batch_size,
-    grad_accum: Annotated[int, typer.Option(help="Micro-batches per optimizer step, shared out over torchrun's processes.")] = TRAIN_DEFAULTS.grad_accum,
+    grad_accum: Annotated[int | None, typer.Option(help="Micro-batches per optimizer step, shared out over torchrun's processes (default: one per process).", show_default=False)] = None,
     lr: Annotated[float, typer.Option(help="Peak learning rate.")] = TRAIN_DEFAULTS.lr,
     optimizer: Annotated[str, typer.Option(help="adamw, or muon: orthogonalised momentum for the blocks' matrices (AdamW for the rest).")] = TRAIN_DEFAULTS.optimizer,
     warmup_steps: Annotated[int, typer.Option(help="Steps of linear warmup.")] = TRAIN_DEFAULTS.warmup_steps,
@@ -242,17 +242,33 @@ def train_cmd(
     compile: Annotated[bool, typer.Option(help="torch.compile the training step (faster on GPUs after a minute of compiling).")] = False,
 ) -> None:
     """Train the transformer; writes OUT/best and OUT/last checkpoints. Under torchrun: data-parallel over its processes."""
+    from codecomplete.train.distributed import default_grad_accum, is_main_process, world_size
     from codecomplete.train.loop import load_train_config
 
+    processes, note = world_size(), ""
     if resume and (out / "train_config.json").exists():
-        cfg = load_train_config(out, minutes=minutes, max_steps=max_steps, device=device, fsdp=fsdp, compile=compile)
+        cfg = load_train_config(out, minutes=minutes, max_steps=max_steps, device=device, fsdp=fsdp, compile=compile,
+                                grad_accum=grad_accum)
+        if grad_accum is None and cfg.grad_accum % processes:
+            saved, cfg.grad_accum = cfg.grad_accum, default_grad_accum(processes, cfg.grad_accum)
+            note = (f"this run was saved with --grad-accum {saved}, which does not split over {processes} processes: "
+                    f"it goes on with {cfg.grad_accum}, so a step now takes {cfg.grad_accum * cfg.batch_size} sequences "
+                    f"instead of {saved * cfg.batch_size}; pass --grad-accum to choose")
     else:
+        if grad_accum is None:
+            grad_accum = default_grad_accum(processes)
+            if processes > 1:
+                note = (f"--grad-accum not given: {grad_accum}, one micro-batch per process, so a step takes "
+                        f"{grad_accum} x --batch-size {batch_size} = {grad_accum * batch_size} sequences and grows with "
+                        "the processes; pass --grad-accum to fix it")
         cfg = TrainConfig(
             data=str(data), out=str(out), preset=preset, block_size=block_size, max_steps=max_steps, minutes=minutes,
             batch_size=batch_size, grad_accum=grad_accum, lr=lr, optimizer=optimizer, warmup_steps=warmup_steps, fim_rate=fim_rate,
             eval_every=eval_every, eval_tokens=eval_tokens, log_every=log_every, seed=seed, device=device,
             overfit_batch=overfit_batch, fsdp=fsdp, compile=compile,
         )
+    if note and is_main_process():  # once, not once per process
+        console.print(f"[yellow]note: {note}", highlight=False, soft_wrap=True)
     run_train(cfg, resume=resume)
 
 

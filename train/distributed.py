@@ -50,6 +50,20 @@ def is_main_process() -> bool:
     return int(os.environ.get("RANK", "0")) == 0
 
 
+def world_size() -> int:
+    """torchrun's process count (1 without torchrun); readable before the process group exists."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def default_grad_accum(processes: int, saved: int | None = None) -> int:
+    """--grad-accum when none is given: one micro-batch per process for a new run; a resumed
+    run keeps its saved value if it splits, else the next multiple of the process count, so
+    its effective batch shrinks never and grows as little as it can."""
+    if saved is None:
+        return processes
+    return -(-saved // processes) * processes
+
+
 def setup(requested_device: str) -> tuple[Dist, torch.device]:
     """Join torchrun's process group (nccl on CUDA, gloo on CPU) once; idempotent."""
     if "WORLD_SIZE" not in os.environ:

@@ -57,7 +57,11 @@ def _data_of(checkpoint: Path) -> Path | None:
         from codecomplete.engine.checkpoint import read_config
 
         data = read_config(checkpoint).get("provenance", {}).get("data")
-    return Path(data) if data and (Path(data) / "meta.json").is_file() else None
+    if not data:
+        return None
+    # A model's checkpoint sits in its run folder and names the data from there; older ones
+    # (and n-gram baselines) name it as given on the command line.
+    return next((p for p in (checkpoint.parent / data, Path(data)) if (p / "meta.json").is_file()), None)
 
 
 def run_eval(

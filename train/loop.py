@@ -88,6 +88,17 @@ def make_optimizer(model: GPT, cfg: TrainConfig, device: torch.device) -> torch.
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.95), fused=device.type == "cuda")
 
 
+def portable_path(path: str | Path, run: Path) -> str:
+    """`path` as a checkpoint records it: relative to the run folder, or its name alone when the
+    two share no folder below the root, never this machine's absolute path (checkpoints travel)."""
+    target, start = Path(path).resolve(), run.resolve()
+    try:
+        shared = Path(os.path.commonpath([target, start]))
+    except ValueError:  # two Windows drives
+        return target.name
+    return target.name if shared == Path(target.anchor) else os.path.relpath(target, start)
+
+
 def _write_json_atomic(path: Path, obj: Any) -> None:
     tmp = path.with_suffix(path.suffix + ".tmp")
     tmp.write_text(json.dumps(obj, indent=2) + "\n")
@@ -147,6 +158,8 @@ class Trainer:
         self.fim = FimTokens(ids["fim_prefix"], ids["fim_suffix"], ids["fim_middle"], ids["eot"])
 
         self.step, self.elapsed, self.best_val, self.bad_steps, self.lr_scale = 0, 0.0, math.inf, 0, 1.0
+        # Counted, not step x tokens_per_step: a resumed run may go on with another --grad-accum.
+        self.tokens_seen = 0
         if not resume and any((self.out / slot).exists() for slot, _ in run_folder.SLOTS):
             raise CodecompleteError(f"{self.out} already holds a run; pass --resume to continue it or choose another --out")
         torch.manual_seed(cfg.seed)
@@ -183,6 +196,7 @@ class Trainer:
             distributed.load_state(self.model, self.optimizer, weights, state["optimizer"])
             self.step, self.elapsed, self.best_val = int(state["step"]), float(state["elapsed"]), float(state["best_val"])
             self.lr_scale = float(state.get("lr_scale", 1.0))
+            self.tokens_seen = int(state.get("tokens_seen", self.step * self.tokens_per_step))  # older states lack it
             torch.set_rng_state(state["torch_rng"])
             if problems:
                 self._log({"event": "warning", "step": self.step, "message": f"{problems[0]}; resumed from {self.out / slot} (step {self.step}) instead"})
@@ -193,7 +207,8 @@ class Trainer:
 
     def _provenance(self, metrics: dict[str, float]) -> dict[str, Any]:
         c = self.cfg
-        return {"step": self.step, "tokens_seen": self.tokens_seen, **metrics, "data": c.data, "preset": c.preset, "fim_rate": c.fim_rate}
+        return {"step": self.step, "tokens_seen": self.tokens_seen, **metrics, "data": portable_path(c.data, self.out),
+                "preset": c.preset, "fim_rate": c.fim_rate}
 
     def _save(self, metrics: dict[str, float], best: bool) -> None:
         """Every rank calls this (FSDP gathers the weights); rank 0 writes, and all learn whether it could."""
@@ -202,7 +217,7 @@ class Trainer:
         failure = None
         if self.dist.is_main:
             state = {"step": self.step, "elapsed": self.elapsed, "best_val": self.best_val, "lr_scale": self.lr_scale,
-                     "optimizer": optimizer, "torch_rng": torch.get_rng_state()}
+                     "tokens_seen": self.tokens_seen, "optimizer": optimizer, "torch_rng": torch.get_rng_state()}
             try:
                 run_folder.write_slot(self.out, model, self.tokenizer, state, self._provenance(metrics), best)
             except (OSError, SafetensorError) as e:
@@ -215,10 +230,6 @@ class Trainer:
     @property
     def tokens_per_step(self) -> int:
         return self.cfg.batch_size * self.cfg.grad_accum * self.config.block_size
-
-    @property
-    def tokens_seen(self) -> int:
-        return self.step * self.tokens_per_step
 
     def progress(self) -> float:
         done = [self.step / self.cfg.max_steps] if self.cfg.max_steps else []
@@ -307,6 +318,7 @@ class Trainer:
                 else:
                     self.bad_steps = 0
                     self.step += 1
+                    self.tokens_seen += self.tokens_per_step
                     window_tokens += self.tokens_per_step
                     if self.step % self.cfg.log_every == 0 or self.step == 1:
                         now = time.perf_counter()
