@@ -1,7 +1,11 @@
-"""Checkpoint directories: config.json + model.safetensors + tokenizer.json, written atomically."""
+"""Checkpoint directories: config.json + model.safetensors + tokenizer.json, written atomically.
+
+A Hugging Face model folder (engine/hf.py) loads through the same load_checkpoint.
+"""
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import tempfile
@@ -13,13 +17,15 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from codecomplete.engine import hf
 from codecomplete.engine.errors import CodecompleteError
 from codecomplete.engine.model import GPT, GPTConfig
 from codecomplete.engine.tokenizer import Tokenizer
 
 FORMAT_VERSION = 1
 CONFIG_FILE, WEIGHTS_FILE, TOKENIZER_FILE = "config.json", "model.safetensors", "tokenizer.json"
-TIED = "lm_head.weight"  # shares storage with transformer.wte.weight; stored once
+TIED = "lm_head.weight"  # shares storage with transformer.wte.weight (when tied); stored once
+log = logging.getLogger("codecomplete.engine")
 
 
 @dataclass
@@ -47,7 +53,8 @@ def save_checkpoint(path: str | Path, model: GPT, tokenizer: Tokenizer, provenan
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
     try:
-        state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items() if k != TIED}
+        tied = model.config.tie_embeddings
+        state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items() if not (tied and k == TIED)}
         save_file(state, str(tmp / WEIGHTS_FILE), metadata={"format": "pt"})
         tokenizer.save(tmp / TOKENIZER_FILE)
         config = checkpoint_config(model, tokenizer, provenance or {})
@@ -69,16 +76,20 @@ def save_checkpoint(path: str | Path, model: GPT, tokenizer: Tokenizer, provenan
 
 
 def read_config(path: str | Path) -> dict[str, Any]:
+    """config.json of a checkpoint folder, or of a Hugging Face model folder (then checked by engine.hf)."""
     path = Path(path)
     if not path.is_dir():
         raise CodecompleteError(f"checkpoint {path} is not a folder; pass a folder holding {CONFIG_FILE}, {WEIGHTS_FILE} and {TOKENIZER_FILE}")
+    config = _read_json(path / CONFIG_FILE) if (path / CONFIG_FILE).is_file() else None
+    if hf.is_hf_config(config):
+        hf.weight_files(path)
+        if not (path / TOKENIZER_FILE).is_file():
+            raise CodecompleteError(f"{path} lacks {TOKENIZER_FILE}; download the model's tokenizer too (huggingface-cli download MODEL)")
+        return config
     missing = [f for f in (CONFIG_FILE, WEIGHTS_FILE, TOKENIZER_FILE) if not (path / f).is_file()]
     if missing:
-        raise CodecompleteError(f"checkpoint {path} lacks {', '.join(missing)}; point at a folder written by `codecomplete-train train` (e.g. runs/X/best)")
-    try:
-        config = json.loads((path / CONFIG_FILE).read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise CodecompleteError(f"{path / CONFIG_FILE} is not valid JSON ({e}); restore it from the training run") from e
+        raise CodecompleteError(f"checkpoint {path} lacks {', '.join(missing)}; point at a folder written by `codecomplete-train train` "
+                                f"(e.g. runs/X/best) or a Hugging Face model folder")
     if not isinstance(config, dict):
         raise CodecompleteError(f"{path / CONFIG_FILE} is not a JSON object; restore it from the training run")
     if config.get("format_version") != FORMAT_VERSION:
@@ -86,14 +97,27 @@ def read_config(path: str | Path) -> dict[str, Any]:
     return config
 
 
-def load_checkpoint(path: str | Path, device: torch.device | str = "cpu", dtype: torch.dtype | None = None) -> Checkpoint:
-    """Load for inference or fine-tuning; every inconsistency is a one-line CodecompleteError."""
+def _read_json(file: Path) -> Any:
+    try:
+        return json.loads(file.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise CodecompleteError(f"{file} is not valid JSON ({e}); restore it from the training run or download the model again") from e
+
+
+def load_checkpoint(path: str | Path, device: torch.device | str = "cpu", dtype: torch.dtype | None = None,
+                    max_context: int = hf.MAX_CONTEXT) -> Checkpoint:
+    """Load for inference or fine-tuning, in dtype (default float32); every inconsistency is a one-line CodecompleteError.
+
+    max_context caps the context of a Hugging Face model (see engine.hf.MAX_CONTEXT).
+    """
     path = Path(path)
     config = read_config(path)
+    if hf.is_hf_config(config):
+        return _load_hf(path, config, device, dtype, max_context)
     completion = completion_settings(path, config)
     try:
         model_config = GPTConfig(**config["model"])
-    except (KeyError, TypeError) as e:
+    except (KeyError, TypeError, ValueError) as e:
         raise CodecompleteError(f"{path / CONFIG_FILE} has a bad 'model' section ({e}); it was written by another version") from e
     tokenizer = Tokenizer.from_file(path / TOKENIZER_FILE)
     expected = config.get("tokenizer")
@@ -103,22 +127,55 @@ def load_checkpoint(path: str | Path, device: torch.device | str = "cpu", dtype:
             f"tokenizer.json in {path} (vocab {tokenizer.vocab_size}) is not the one this model was trained with "
             f"(recorded vocab {recorded[0] if recorded else '?'}, embedding rows {model_config.vocab_size}); put back the tokenizer.json saved with it"
         )
+    state = _read_weights(path / WEIGHTS_FILE, "use another checkpoint (e.g. runs/X/last) or retrain")
+    model = _build(model_config, state, f"{path / WEIGHTS_FILE} does not fit its {CONFIG_FILE}; the files come from different runs", device, dtype)
+    return Checkpoint(model=model, tokenizer=tokenizer, provenance=config.get("provenance", {}), completion=completion)
+
+
+def _load_hf(path: Path, config: dict[str, Any], device: torch.device | str, dtype: torch.dtype | None, max_context: int) -> Checkpoint:
+    model_config = hf.model_config(config, path, max_context)
+    tokenizer = hf.tokenizer(path, config)
+    if tokenizer.vocab_size > model_config.vocab_size:
+        raise CodecompleteError(f"{path / TOKENIZER_FILE} has {tokenizer.vocab_size} tokens, more than the model's {model_config.vocab_size} "
+                                f"embedding rows; it belongs to another model: download this model's tokenizer")
+    state: dict[str, torch.Tensor] = {}
+    for file in hf.weight_files(path):
+        state |= _read_weights(file, "download the model again")
+    with torch.device("meta"):
+        keys = list(GPT(model_config).state_dict())
+    state = hf.to_ours(state, keys, model_config, path)
+    model = _build(model_config, state, f"the weights in {path} do not fit its {CONFIG_FILE}; download the model again", device, dtype)
+    if not tokenizer.has_fim:
+        log.warning("%s: its tokenizer has no fill-in-the-middle tokens, so it completes from the text before the cursor alone", path)
+    return Checkpoint(model=model, tokenizer=tokenizer, provenance={"source": "huggingface", "model_type": config["model_type"]})
+
+
+def _read_weights(file: Path, fix: str) -> dict[str, torch.Tensor]:
     try:
-        state = load_file(str(path / WEIGHTS_FILE), device="cpu")
+        return load_file(str(file), device="cpu")
     except (SafetensorError, OSError, ValueError) as e:
-        raise CodecompleteError(f"{path / WEIGHTS_FILE} is corrupt or truncated ({e}); use another checkpoint (e.g. runs/X/last) or retrain") from e
-    model = GPT(model_config)
-    mismatch = f"{path / WEIGHTS_FILE} does not fit its {CONFIG_FILE}; the files come from different runs"
+        raise CodecompleteError(f"{file} is corrupt or truncated ({e}); {fix}") from e
+
+
+def _build(config: GPTConfig, state: dict[str, torch.Tensor], mismatch: str, device: torch.device | str, dtype: torch.dtype | None) -> GPT:
+    """The model holding state's tensors (cast to dtype, default float32) on device, in eval mode.
+
+    Built on the meta device, so no memory goes to random weights the file replaces (a 7B model
+    would need 28 GB for them in float32, and minutes to initialise).
+    """
+    with torch.device("meta"):
+        model = GPT(config)
+    state = {k: v.to(dtype or torch.float32) for k, v in state.items()}
     try:
-        missing, unexpected = model.load_state_dict(state, strict=False)
+        missing, unexpected = model.load_state_dict(state, strict=False, assign=True)
     except RuntimeError as e:  # a tensor of the wrong shape
         raise CodecompleteError(f"{mismatch} ({str(e).splitlines()[-1].strip()})") from e
-    missing = [k for k in missing if k != TIED]
+    missing = [k for k in missing if not (config.tie_embeddings and k == TIED)]
     if missing or unexpected:
         raise CodecompleteError(f"{mismatch} (missing {missing[:3]}, unexpected {unexpected[:3]})")
-    model.to(device=device, dtype=dtype)
-    model.eval()
-    return Checkpoint(model=model, tokenizer=tokenizer, provenance=config.get("provenance", {}), completion=completion)
+    if config.tie_embeddings:  # assign replaced the embedding's parameter: tie the head to the new one
+        model.lm_head.weight = model.transformer.wte.weight
+    return model.to(device).eval()
 
 
 def completion_settings(path: Path, config: dict[str, Any]) -> dict[str, float]:

@@ -32,7 +32,7 @@ def worth_healing(token: bytes) -> bool:
 
 class TokenHealer:
     def __init__(self, tokenizer: Tokenizer, vocab_rows: int) -> None:
-        special = set(tokenizer.special_ids.values())
+        special = tokenizer.control_ids
         pieces = [(tokenizer.token_bytes(i), i) for i in range(tokenizer.vocab_size) if i not in special]
         pieces.sort()
         self.sorted_bytes = [b for b, _ in pieces]

@@ -1,6 +1,9 @@
 """A GPT-style decoder-only transformer: RoPE, RMSNorm, SDPA attention, tied embeddings, KV cache.
 
-Read top to bottom: config and presets, the KV cache, attention, MLP, Block, GPT.
+Read top to bottom: config and presets, the KV cache, attention, MLP, Block, GPT. One class for
+every architecture served here: the config's options cover the Hugging Face families that
+engine/hf.py imports (grouped-query attention, SwiGLU, LayerNorm, biases, untied embeddings),
+and their defaults are this project's own model.
 """
 from __future__ import annotations
 
@@ -10,6 +13,8 @@ from dataclasses import asdict, dataclass
 import torch
 import torch.nn as nn
 from torch.nn import functional as F
+
+MLPS, NORMS = ("gelu", "swiglu"), ("rmsnorm", "layernorm")
 
 
 @dataclass
@@ -21,6 +26,27 @@ class GPTConfig:
     n_embd: int = 256
     rope_theta: float = 10000.0
     dropout: float = 0.0
+    n_kv_head: int | None = None  # grouped-query attention: key/value heads, each shared (None: n_head)
+    mlp: str = "gelu"  # or "swiglu": Llama's gated MLP, down(silu(gate(x)) * up(x))
+    intermediate_size: int | None = None  # the MLP's hidden width (None: 4 * n_embd)
+    norm: str = "rmsnorm"  # or "layernorm" (StarCoder2)
+    norm_eps: float | None = None  # None: RMSNorm's default, the machine epsilon of the dtype
+    bias: bool = False  # biases on every linear layer but the output head (StarCoder2)
+    qkv_bias: bool = False  # biases on the query/key/value projection only (Qwen2)
+    tie_embeddings: bool = True  # the output head shares the token embedding's weights
+    rope_scale: float = 1.0  # linear RoPE scaling (DeepSeek-Coder): positions are divided by it
+
+    def __post_init__(self) -> None:
+        if self.mlp not in MLPS or self.norm not in NORMS:
+            raise ValueError(f"mlp must be one of {MLPS} and norm one of {NORMS}, not {self.mlp!r} and {self.norm!r}")
+
+    @property
+    def head_size(self) -> int:
+        return self.n_embd // self.n_head
+
+    @property
+    def kv_heads(self) -> int:
+        return self.n_kv_head or self.n_head
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -40,18 +66,20 @@ def padded_vocab_size(tokenizer_vocab_size: int, multiple: int = 64) -> int:
     return (tokenizer_vocab_size + multiple - 1) // multiple * multiple
 
 
-def config_from_preset(preset: str, tokenizer_vocab_size: int, **overrides: int) -> GPTConfig:
+def config_from_preset(preset: str, tokenizer_vocab_size: int, mlp: str = "gelu", **overrides: int) -> GPTConfig:
     if preset not in PRESETS:
         raise ValueError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
-    return GPTConfig(vocab_size=padded_vocab_size(tokenizer_vocab_size), **{**PRESETS[preset], **overrides})
+    shape = {**PRESETS[preset], **overrides}
+    if mlp == "swiglu":  # three matrices instead of two: 2/3 of the width keeps the parameter count (Llama)
+        shape.setdefault("intermediate_size", padded_vocab_size(8 * shape["n_embd"] // 3))
+    return GPTConfig(vocab_size=padded_vocab_size(tokenizer_vocab_size), mlp=mlp, **shape)
 
 
 class KVCache:
     """Keys and values of every layer for a batch of sequences, preallocated to max_len."""
 
     def __init__(self, config: GPTConfig, batch_size: int, max_len: int, device: torch.device | str, dtype: torch.dtype) -> None:
-        hs = config.n_embd // config.n_head
-        shape = (config.n_layer, batch_size, config.n_head, max_len, hs)
+        shape = (config.n_layer, batch_size, config.kv_heads, max_len, config.head_size)
         self.k = torch.zeros(shape, device=device, dtype=dtype)
         self.v = torch.zeros(shape, device=device, dtype=dtype)
         self.pos = 0  # tokens already stored
@@ -78,9 +106,11 @@ class KVCache:
         self.pos = min(self.pos, length)
 
 
-def rope_tables(seq_len: int, head_size: int, theta: float, device: torch.device | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def rope_tables(seq_len: int, head_size: int, theta: float, scale: float = 1.0,
+                device: torch.device | str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     inv_freq = 1.0 / (theta ** (torch.arange(0, head_size, 2, dtype=torch.float32, device=device) / head_size))
-    angles = torch.outer(torch.arange(seq_len, dtype=torch.float32, device=device), inv_freq)  # (T, hs/2)
+    positions = torch.arange(seq_len, dtype=torch.float32, device=device) / scale
+    angles = torch.outer(positions, inv_freq)  # (T, hs/2)
     return angles.cos(), angles.sin()
 
 
@@ -94,21 +124,26 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
 class CausalSelfAttention(nn.Module):
     def __init__(self, config: GPTConfig) -> None:
         super().__init__()
-        assert config.n_embd % config.n_head == 0
-        self.n_head = config.n_head
-        self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd, bias=False)
-        self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=False)
+        assert config.n_embd % config.n_head == 0 and config.n_head % config.kv_heads == 0
+        self.n_head, self.n_kv_head, self.hs = config.n_head, config.kv_heads, config.head_size
+        kv = self.n_kv_head * self.hs
+        self.c_attn = nn.Linear(config.n_embd, config.n_embd + 2 * kv, bias=config.bias or config.qkv_bias)  # q | k | v
+        self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
         self.dropout = config.dropout
 
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, cache: KVCache | None, layer: int) -> torch.Tensor:
         B, T, C = x.size()
-        q, k, v = self.c_attn(x).split(C, dim=2)
-        q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))  # (B, nh, T, hs)
+        kv = self.n_kv_head * self.hs
+        q, k, v = self.c_attn(x).split([C, kv, kv], dim=2)
+        q = q.view(B, T, self.n_head, self.hs).transpose(1, 2)  # (B, nh, T, hs)
+        k, v = (t.view(B, T, self.n_kv_head, self.hs).transpose(1, 2) for t in (k, v))  # (B, nkv, T, hs)
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
         past = 0
         if cache is not None:
             past = cache.pos
-            k, v = cache.append(layer, k, v)  # (B, nh, past+T, hs)
+            k, v = cache.append(layer, k, v)  # (B, nkv, past+T, hs)
+        if self.n_kv_head != self.n_head:  # each key/value head serves a run of n_head // n_kv_head query heads
+            k, v = (t.repeat_interleave(self.n_head // self.n_kv_head, dim=1) for t in (k, v))
         dropout = self.dropout if self.training else 0.0
         if past == 0:
             y = F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=dropout)
@@ -125,19 +160,31 @@ class CausalSelfAttention(nn.Module):
 class MLP(nn.Module):
     def __init__(self, config: GPTConfig) -> None:
         super().__init__()
-        self.c_fc = nn.Linear(config.n_embd, 4 * config.n_embd, bias=False)
-        self.c_proj = nn.Linear(4 * config.n_embd, config.n_embd, bias=False)
+        hidden = config.intermediate_size or 4 * config.n_embd
+        self.swiglu = config.mlp == "swiglu"
+        self.c_fc = nn.Linear(config.n_embd, (2 if self.swiglu else 1) * hidden, bias=config.bias)  # swiglu: gate | up
+        self.c_proj = nn.Linear(hidden, config.n_embd, bias=config.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.c_proj(F.gelu(self.c_fc(x), approximate="tanh"))
+        h = self.c_fc(x)
+        if self.swiglu:
+            gate, up = h.chunk(2, dim=-1)
+            return self.c_proj(F.silu(gate) * up)
+        return self.c_proj(F.gelu(h, approximate="tanh"))
+
+
+def make_norm(config: GPTConfig) -> nn.Module:
+    if config.norm == "layernorm":
+        return nn.LayerNorm(config.n_embd, eps=config.norm_eps or 1e-5)
+    return nn.RMSNorm(config.n_embd, eps=config.norm_eps)
 
 
 class Block(nn.Module):
     def __init__(self, config: GPTConfig) -> None:
         super().__init__()
-        self.ln_1 = nn.RMSNorm(config.n_embd)
+        self.ln_1 = make_norm(config)
         self.attn = CausalSelfAttention(config)
-        self.ln_2 = nn.RMSNorm(config.n_embd)
+        self.ln_2 = make_norm(config)
         self.mlp = MLP(config)
 
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, cache: KVCache | None, layer: int) -> torch.Tensor:
@@ -154,12 +201,14 @@ class GPT(nn.Module):
                 wte=nn.Embedding(config.vocab_size, config.n_embd),
                 drop=nn.Dropout(config.dropout),
                 h=nn.ModuleList(Block(config) for _ in range(config.n_layer)),
-                ln_f=nn.RMSNorm(config.n_embd),
+                ln_f=make_norm(config),
             )
         )
         self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
-        self.lm_head.weight = self.transformer.wte.weight  # tied embeddings
-        cos, sin = rope_tables(config.block_size, config.n_embd // config.n_head, config.rope_theta)
+        if config.tie_embeddings:
+            self.lm_head.weight = self.transformer.wte.weight
+        # On the CPU even when built on the meta device (engine.checkpoint loads weights that way).
+        cos, sin = rope_tables(config.block_size, config.head_size, config.rope_theta, config.rope_scale, "cpu")
         self.register_buffer("rope_cos", cos, persistent=False)
         self.register_buffer("rope_sin", sin, persistent=False)
         self.apply(self._init_weights)
@@ -171,6 +220,8 @@ class GPT(nn.Module):
     def _init_weights(module: nn.Module) -> None:
         if isinstance(module, (nn.Linear, nn.Embedding)):
             nn.init.normal_(module.weight, mean=0.0, std=0.02)
+        if isinstance(module, nn.Linear) and module.bias is not None:
+            nn.init.zeros_(module.bias)
 
     def num_params(self) -> int:
         return sum(p.numel() for p in self.parameters())  # tied weights counted once
