@@ -70,6 +70,10 @@ def test_quickstart_runs_the_pipeline_and_resumes(tmp_path: Path) -> None:
     out = tmp_path / "qs"
     args = ("quickstart", code, "--out", out, "--minutes", 0.05, "--preset", "tiny", "--vocab-size", 400, "--device", "cpu", "--eval-cases", 6)
     first = invoke(*args)
+    # Not a terminal: whole progress lines, not bars cut to 80 columns ("0:0… eta 0:00:…").
+    assert "…" not in first and not any("━" in line and "eta" in line for line in first.splitlines())
+    assert any(line.startswith("quickstart 6/6: report | 6/6 steps") for line in first.splitlines())
+    assert any(line.startswith("train loss ") and " | " in line for line in first.splitlines())
     setting = [line for line in first.splitlines() if '"codecomplete.checkpoint"' in line]
     assert setting and str((out / "run" / "best").resolve()) in setting[0]
     evaluation = json.loads((out / "run" / "eval.json").read_text())  # evaluated against the n-gram baseline

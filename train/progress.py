@@ -1,12 +1,17 @@
-"""Rich progress bars with a rate in the work's own unit, and ETA.
+"""Rich progress bars with a rate in the work's own unit, and ETA; plain lines for a log.
 
 A command shows one display. `pipeline()` opens a display that the steps inside it share: each
-step's `make_progress` adds its bar below the pipeline's own, instead of opening another.
+step's `make_progress` adds its bar below the pipeline's own, instead of opening another. When
+the output is no terminal (CI logs, `| tee`), bars cannot be redrawn and would be printed once,
+cut to the width rich assumes; whole lines come instead, now and then (PlainProgress).
 """
 from __future__ import annotations
 
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 from rich.console import Console
@@ -23,7 +28,11 @@ from rich.progress import (
 from rich.text import Text
 
 console = Console(stderr=True)
-_shared: Progress | None = None  # the display of the pipeline running now, if any
+_shared: Progress | PlainProgress | None = None  # the display of the pipeline running now, if any
+# Without a terminal a task prints a line when another tenth of it is done, when it ends, and
+# at least this often in between: a 10-minute run logs 20 to 30 lines, not one per step.
+PLAIN_EVERY_S = 30.0
+PLAIN_EVERY_SHARE = 0.1
 
 
 class CountColumn(ProgressColumn):
@@ -34,12 +43,93 @@ class CountColumn(ProgressColumn):
         if not unit or task.total is None:
             return Text("")
         speed = task.finished_speed or task.speed
-        rate = "-" if speed is None else next(
-            (f"{speed / d:,.1f}{s}" for d, s in ((1e6, "M"), (1e3, "k")) if speed >= d), f"{speed:,.1f}")
+        rate = "-" if speed is None else _amount(speed)
         return Text(f"{int(task.completed)}/{int(task.total)} {rate} {unit}/s", style="progress.data.speed")
 
 
-def _new_progress() -> Progress:
+def _amount(x: float) -> str:
+    return next((f"{x / d:,.1f}{s}" for d, s in ((1e6, "M"), (1e3, "k")) if x >= d), f"{x:,.1f}")
+
+
+@dataclass
+class PlainTask:
+    description: str
+    total: float | None
+    unit: str | None  # None: the total is a time budget in seconds
+    start: float
+    completed: float = 0.0
+    printed_at: float = 0.0  # when its last line was printed (clock seconds)
+    printed: tuple[str, float, float | None] = ("", 0.0, None)  # what it showed
+    ended: bool = False  # its line at completed == total is out
+
+    @property
+    def pending(self) -> bool:
+        """Changed since its last line."""
+        return (self.description, self.completed, self.total) != self.printed
+
+
+class PlainProgress:
+    """The display's interface for a log: a whole line per task now and then, never a redraw."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self.tasks: list[PlainTask] = []
+        self._clock = clock
+
+    def add_task(
+        self, description: str, total: float | None = None, unit: str | None = None, **_: Any
+    ) -> TaskID:
+        now = self._clock()
+        self.tasks.append(PlainTask(description, total, unit, start=now, printed_at=now))
+        return TaskID(len(self.tasks) - 1)
+
+    def advance(self, task: TaskID, advance: float = 1) -> None:
+        self.update(task, advance=advance)
+
+    def update(self, task: TaskID, *, total: float | None = None, completed: float | None = None,
+               advance: float | None = None, description: str | None = None, **_: Any) -> None:
+        t = self.tasks[task]
+        t.total = t.total if total is None else total
+        t.completed = t.completed if completed is None else completed
+        t.completed += advance or 0
+        t.description = t.description if description is None else description
+        now = self._clock()
+        done = t.total is not None and t.completed >= t.total
+        tenth = t.total is not None and t.completed - t.printed[1] >= PLAIN_EVERY_SHARE * t.total
+        if t.pending and ((done and not t.ended) or tenth or now - t.printed_at >= PLAIN_EVERY_S):
+            t.ended = t.ended or done
+            self._print(t, now)
+
+    def finish(self) -> None:
+        """The last state of every task that changed since its last line."""
+        for t in self.tasks:
+            if t.pending:
+                self._print(t, self._clock())
+
+    def _print(self, t: PlainTask, now: float) -> None:
+        t.printed_at, t.printed = now, (t.description, t.completed, t.total)
+        elapsed = now - t.start
+        parts = [t.description]
+        share = t.completed / t.total if t.total else None
+        if t.unit:
+            done = f"{int(t.completed):,}" + (f"/{int(t.total):,}" if t.total is not None else "")
+            rate = f", {_amount(t.completed / elapsed)} {t.unit}/s" if elapsed > 0 else ""
+            parts.append(f"{done} {t.unit}{rate}")
+        elif share is not None:
+            parts.append(f"{min(share, 1.0):.0%}")
+        times = f"{_clock_text(elapsed)} elapsed"
+        if share:
+            times += f", eta {_clock_text(max(elapsed / share - elapsed, 0.0))}"
+        console.print(" | ".join([*parts, times]), soft_wrap=True, highlight=False, markup=False)
+
+
+def _clock_text(seconds: float) -> str:
+    return str(timedelta(seconds=int(seconds)))
+
+
+def _new_progress() -> Progress | PlainProgress:
+    # Asked now, not when the console was made: a test or a caller may have redirected stderr.
+    if not (console.is_jupyter or (console.is_terminal and not console.is_dumb_terminal)):
+        return PlainProgress()
     return Progress(
         TextColumn("[progress.description]{task.description}"),
         BarColumn(),
@@ -55,7 +145,7 @@ def _new_progress() -> Progress:
 class StepProgress:
     """What a step sees: add_task/advance/update on the display, its tasks tagged with its unit."""
 
-    def __init__(self, progress: Progress, unit: str | None) -> None:
+    def __init__(self, progress: Progress | PlainProgress, unit: str | None) -> None:
         self.progress, self.unit = progress, unit
 
     def add_task(self, description: str, **kw: Any) -> TaskID:
@@ -94,7 +184,11 @@ def pipeline(description: str, steps: int) -> Iterator[tuple[StepProgress, TaskI
 
 
 @contextmanager
-def _displayed(progress: Progress) -> Iterator[Progress]:
+def _displayed(progress: Progress | PlainProgress) -> Iterator[Progress | PlainProgress]:
+    if isinstance(progress, PlainProgress):
+        yield progress
+        progress.finish()  # not after a failure: the error line is the last word
+        return
     with progress:
         try:
             yield progress
