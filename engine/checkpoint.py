@@ -9,6 +9,7 @@ import logging
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -48,17 +49,24 @@ def checkpoint_config(model: GPT, tokenizer: Tokenizer, provenance: dict[str, An
 
 
 def save_checkpoint(path: str | Path, model: GPT, tokenizer: Tokenizer, provenance: dict[str, Any] | None = None) -> Path:
-    """Write to a temporary sibling folder, then swap it in: readers never see half a checkpoint."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
-    try:
+    def fill(tmp: Path) -> None:
         tied = model.config.tie_embeddings
         state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items() if not (tied and k == TIED)}
         save_file(state, str(tmp / WEIGHTS_FILE), metadata={"format": "pt"})
         tokenizer.save(tmp / TOKENIZER_FILE)
         config = checkpoint_config(model, tokenizer, provenance or {})
         (tmp / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n")
+
+    return write_folder(path, fill)
+
+
+def write_folder(path: str | Path, fill: Callable[[Path], None]) -> Path:
+    """fill() a temporary sibling folder, then swap it in: readers never see half a checkpoint."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
+    try:
+        fill(tmp)
         for f in tmp.iterdir():
             with open(f, "rb") as fh:
                 os.fsync(fh.fileno())

@@ -231,6 +231,8 @@ def train_cmd(
     warmup_steps: Annotated[int, typer.Option(help="Steps of linear warmup.")] = TRAIN_DEFAULTS.warmup_steps,
     block_size: Annotated[int | None, typer.Option(help="Context length in tokens (default: the preset's).")] = None,
     fim_rate: Annotated[float, typer.Option(help="Share of documents turned into fill-in-the-middle examples.")] = TRAIN_DEFAULTS.fim_rate,
+    mlp: Annotated[str, typer.Option(help="gelu, or swiglu: the Llama layout, which `export` writes for transformers, vLLM and llama.cpp.")] = TRAIN_DEFAULTS.mlp,
+    init_from: Annotated[Path | None, typer.Option(help="Fine-tune this checkpoint or Hugging Face model folder (its shape replaces --preset; prepare the data with its tokenizer.json).")] = None,
     eval_every: Annotated[int, typer.Option(help="Evaluate and write checkpoints every N steps.")] = TRAIN_DEFAULTS.eval_every,
     eval_tokens: Annotated[int, typer.Option(help="Validation tokens per evaluation.")] = TRAIN_DEFAULTS.eval_tokens,
     log_every: Annotated[int, typer.Option(help="Write the loss to metrics.jsonl every N steps.")] = TRAIN_DEFAULTS.log_every,
@@ -265,11 +267,24 @@ def train_cmd(
             data=str(data), out=str(out), preset=preset, block_size=block_size, max_steps=max_steps, minutes=minutes,
             batch_size=batch_size, grad_accum=grad_accum, lr=lr, optimizer=optimizer, warmup_steps=warmup_steps, fim_rate=fim_rate,
             eval_every=eval_every, eval_tokens=eval_tokens, log_every=log_every, seed=seed, device=device,
-            overfit_batch=overfit_batch, fsdp=fsdp, compile=compile,
+            overfit_batch=overfit_batch, fsdp=fsdp, compile=compile, mlp=mlp, init_from=str(init_from) if init_from else None,
         )
     if note and is_main_process():  # once, not once per process
         console.print(f"[yellow]note: {note}", highlight=False, soft_wrap=True)
     run_train(cfg, resume=resume)
+
+
+# -- export ----------------------------------------------------------------------------------
+@app.command("export")
+def export_cmd(
+    checkpoint: Annotated[Path, typer.Argument(help="Checkpoint folder trained with --mlp swiglu, e.g. runs/small/best.")],
+    out: Annotated[Path, typer.Option(help="Folder to write: config.json, model.safetensors, tokenizer files.")],
+) -> None:
+    """Write a checkpoint as a Hugging Face model folder that transformers loads with no custom code."""
+    from codecomplete.train.export import export_checkpoint
+
+    path = export_checkpoint(checkpoint, out)
+    console.print(f"wrote {path}: transformers' AutoModelForCausalLM and AutoTokenizer load it (see its README.md)", highlight=False)
 
 
 # -- sample ----------------------------------------------------------------------------------

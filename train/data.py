@@ -23,22 +23,27 @@ class FimTokens:
     suffix: int
     middle: int
     eot: int
+    order: str = "spm"  # the tokenizer's (engine/tokenizer.py): "psm" for Hugging Face code models
 
 
 def fim_permute(doc: np.ndarray, rng: np.random.Generator, t: FimTokens) -> np.ndarray:
     """Suffix-prefix-middle order (StarCoder's SPM): <pre><suf>suffix<mid>prefix middle.
 
     SPM puts the prefix last in the prompt, so a keystroke only extends the prompt and the
-    engine can keep its cached keys/values. Cut points are token boundaries.
+    engine can keep its cached keys/values. A model fine-tuned from a Hugging Face code model
+    keeps the PSM order it was trained with: <pre>prefix<suf>suffix<mid>middle. Cut points are
+    token boundaries.
     """
     lo, hi = sorted(rng.integers(0, len(doc) + 1, size=2))
     prefix, middle, suffix = doc[:lo], doc[lo:hi], doc[hi:]
+    if t.order == "psm":
+        return np.concatenate([[t.prefix], prefix, [t.suffix], suffix, [t.middle], middle])
     return np.concatenate([[t.prefix, t.suffix], suffix, [t.middle], prefix, middle])
 
 
-def apply_fim(window: np.ndarray, rng: np.random.Generator, rate: float, t: FimTokens) -> np.ndarray:
+def apply_fim(window: np.ndarray, rng: np.random.Generator, rate: float, t: FimTokens | None) -> np.ndarray:
     """Rearrange each end-of-text-separated piece of a window with probability rate; keep the length."""
-    if rate <= 0:
+    if rate <= 0 or t is None:
         return window
     pieces, start = [], 0
     for end in [*np.flatnonzero(window == t.eot).tolist(), len(window)]:
@@ -78,7 +83,8 @@ class TokenShards:
     def window(self, shard: int, start: int, length: int) -> np.ndarray:
         return np.asarray(self.arrays[shard][start : start + length], dtype=np.int64)
 
-    def random_batch(self, rng: np.random.Generator, batch_size: int, block_size: int, fim_rate: float, fim: FimTokens) -> tuple[torch.Tensor, torch.Tensor]:
+    def random_batch(self, rng: np.random.Generator, batch_size: int, block_size: int, fim_rate: float,
+                     fim: FimTokens | None) -> tuple[torch.Tensor, torch.Tensor]:
         usable = [i for i, a in enumerate(self.arrays) if len(a) > block_size]
         weights = np.array([len(self.arrays[i]) - block_size for i in usable], dtype=np.float64)
         rows = []

@@ -13,15 +13,17 @@ import threading
 import time
 from collections.abc import Callable
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
 import torch
 from safetensors import SafetensorError
 
+from codecomplete.engine.checkpoint import load_checkpoint
 from codecomplete.engine.errors import CodecompleteError
-from codecomplete.engine.model import GPT, PRESETS, config_from_preset
+from codecomplete.engine.hf import MAX_CONTEXT
+from codecomplete.engine.model import GPT, MLPS, PRESETS, GPTConfig, config_from_preset
 from codecomplete.engine.tokenizer import Tokenizer
 from codecomplete.train import distributed, run_folder
 from codecomplete.train.data import FimTokens, TokenShards, batch_rng
@@ -52,6 +54,8 @@ class TrainConfig:
     grad_clip: float = 1.0
     fim_rate: float = 0.5
     optimizer: str = "adamw"  # or "muon"
+    mlp: str = "gelu"  # or "swiglu": the Llama layout, which `export` writes for transformers
+    init_from: str | None = None  # a checkpoint or Hugging Face folder to fine-tune (its shape, no preset)
     eval_every: int = 100
     eval_tokens: int = 65_536
     log_every: int = 10
@@ -144,18 +148,22 @@ class Trainer:
             raise CodecompleteError("--optimizer muon cannot shard its matrices; use --optimizer adamw with --fsdp")
         if cfg.preset not in PRESETS:
             raise CodecompleteError(f"unknown preset {cfg.preset!r}; choose one of {', '.join(PRESETS)}")
+        if cfg.mlp not in MLPS:
+            raise CodecompleteError(f"unknown --mlp {cfg.mlp!r}; choose gelu or swiglu (the Llama layout `export` writes)")
         self.dist, self.device = distributed.setup(cfg.device)
         self.micro = distributed.micro_steps(cfg.grad_accum, self.dist)
         self.cfg, self.report = cfg, (report or (lambda event: None)) if self.dist.is_main else (lambda event: None)
         self.out, data = Path(cfg.out), Path(cfg.data)
         self.tokenizer = Tokenizer.from_file(data / "tokenizer.json")
         self.train_data, self.val_data = TokenShards(data, "train"), TokenShards(data, "val")
-        overrides = {"block_size": cfg.block_size} if cfg.block_size else {}
-        model_config = config_from_preset(cfg.preset, self.tokenizer.vocab_size, **overrides)
+        model_config, start = initial_model(cfg, self.tokenizer, data)
         for shards in (self.train_data, self.val_data):
             shards.check_fits(model_config.block_size)
         ids = self.tokenizer.special_ids
-        self.fim = FimTokens(ids["fim_prefix"], ids["fim_suffix"], ids["fim_middle"], ids["eot"])
+        if cfg.fim_rate > 0 and not self.tokenizer.has_fim:
+            raise CodecompleteError(f"the tokenizer of {data} has no fill-in-the-middle tokens; pass --fim-rate 0")
+        self.fim = None if not self.tokenizer.has_fim else FimTokens(
+            ids["fim_prefix"], ids["fim_suffix"], ids["fim_middle"], ids["eot"], self.tokenizer.fim_order)
 
         self.step, self.elapsed, self.best_val, self.bad_steps, self.lr_scale = 0, 0.0, math.inf, 0, 1.0
         # Counted, not step x tokens_per_step: a resumed run may go on with another --grad-accum.
@@ -164,7 +172,10 @@ class Trainer:
             raise CodecompleteError(f"{self.out} already holds a run; pass --resume to continue it or choose another --out")
         torch.manual_seed(cfg.seed)
         self.config = model_config
-        self.model = distributed.wrap(GPT(model_config), self.device, cfg.fsdp)
+        model = GPT(model_config)
+        if start is not None:
+            model.load_state_dict(start)
+        self.model = distributed.wrap(model, self.device, cfg.fsdp)
         self.optimizer = make_optimizer(self.model, cfg, self.device)
         # Only the training step is compiled: evaluation's shapes differ and would recompile.
         self.forward = torch.compile(self.model) if cfg.compile else self.model
@@ -208,7 +219,7 @@ class Trainer:
     def _provenance(self, metrics: dict[str, float]) -> dict[str, Any]:
         c = self.cfg
         return {"step": self.step, "tokens_seen": self.tokens_seen, **metrics, "data": portable_path(c.data, self.out),
-                "preset": c.preset, "fim_rate": c.fim_rate}
+                "preset": c.preset, "fim_rate": c.fim_rate, **({"init_from": c.init_from} if c.init_from else {})}
 
     def _save(self, metrics: dict[str, float], best: bool) -> None:
         """Every rank calls this (FSDP gathers the weights); rank 0 writes, and all learn whether it could."""
@@ -363,6 +374,19 @@ class Trainer:
         if self.tb is not None:
             self.tb.flush()
         return record
+
+
+def initial_model(cfg: TrainConfig, tokenizer: Tokenizer, data: Path) -> tuple[GPTConfig, dict[str, Any] | None]:
+    """The model's config and the weights to start from: a preset's shape and none, or --init-from's."""
+    if not cfg.init_from:
+        overrides = {"block_size": cfg.block_size} if cfg.block_size else {}
+        return config_from_preset(cfg.preset, tokenizer.vocab_size, cfg.mlp, **overrides), None
+    start = load_checkpoint(cfg.init_from, max_context=cfg.block_size or MAX_CONTEXT)
+    if start.tokenizer.sha256 != tokenizer.sha256:
+        raise CodecompleteError(f"{data} was prepared with another tokenizer than {cfg.init_from}'s; prepare the corpus "
+                                f"with `codecomplete-train prepare CORPUS --tokenizer {Path(cfg.init_from) / 'tokenizer.json'}`")
+    config = replace(start.model.config, block_size=cfg.block_size or start.model.config.block_size)
+    return config, start.model.state_dict()
 
 
 def _tensorboard(logdir: Path):  # -> SummaryWriter | None
