@@ -173,7 +173,8 @@ def _build(config: GPTConfig, state: dict[str, torch.Tensor], mismatch: str, dev
     """
     with torch.device("meta"):
         model = GPT(config)
-    state = {k: v.to(dtype or torch.float32) for k, v in state.items()}
+    for k in list(state):  # one tensor at a time: the file's copy goes as its cast arrives
+        state[k] = state[k].to(dtype or torch.float32)
     try:
         missing, unexpected = model.load_state_dict(state, strict=False, assign=True)
     except RuntimeError as e:  # a tensor of the wrong shape
