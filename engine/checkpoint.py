@@ -142,7 +142,8 @@ def load_checkpoint(path: str | Path, device: torch.device | str = "cpu", dtype:
 
 def _load_hf(path: Path, config: dict[str, Any], device: torch.device | str, dtype: torch.dtype | None, max_context: int) -> Checkpoint:
     model_config = hf.model_config(config, path, max_context)
-    tokenizer = hf.tokenizer(path, config)
+    settings = _read_json(path / hf.TOKENIZER_CONFIG) if (path / hf.TOKENIZER_CONFIG).is_file() else {}
+    tokenizer = hf.tokenizer(path, config, settings if isinstance(settings, dict) else {})
     if tokenizer.vocab_size > model_config.vocab_size:
         raise CodecompleteError(f"{path / TOKENIZER_FILE} has {tokenizer.vocab_size} tokens, more than the model's {model_config.vocab_size} "
                                 f"embedding rows; it belongs to another model: download this model's tokenizer")

@@ -67,7 +67,7 @@ def model_config(config: dict[str, Any], where: Path, max_context: int = MAX_CON
         n_embd, n_head = config["hidden_size"], config["num_attention_heads"]
         problem = (f"RoPE scaling {scaling!r}" if scaling not in ("default", "linear")
                    else f"activation {act!r}" if act != ("gelu_pytorch_tanh" if starcoder else "silu")
-                   else "a head size other than hidden_size / num_attention_heads" if config.get("head_dim", n_embd // n_head) * n_head != n_embd
+                   else "a head size other than hidden_size / num_attention_heads" if (config.get("head_dim") or n_embd // n_head) * n_head != n_embd
                    else "biases on a Llama's attention or MLP" if config.get("attention_bias") or config.get("mlp_bias")
                    else None)
         if problem:
@@ -89,17 +89,15 @@ def model_config(config: dict[str, Any], where: Path, max_context: int = MAX_CON
         raise CodecompleteError(f"{where}/config.json lacks or garbles {e}; download the model again") from e
 
 
-def tokenizer(path: Path, config: dict[str, Any]) -> Tokenizer:
+def tokenizer(path: Path, config: dict[str, Any], settings: dict[str, Any]) -> Tokenizer:
     """tokenizer.json with the model's end-of-text token (config.json's eos_token_id) and, where
-    tokenizer_config.json asks for one, its start token before every text."""
+    tokenizer_config.json (settings) asks for one, its start token before every text."""
     tok = Tokenizer.from_file(path / "tokenizer.json")
-    eos = config.get("eos_token_id")
-    eos = tok.hf.id_to_token(eos[0] if isinstance(eos, list) and eos else eos) if isinstance(eos, (int, list)) else None
-    bos = None
-    if (path / TOKENIZER_CONFIG).is_file():
-        settings = json.loads((path / TOKENIZER_CONFIG).read_text())
-        token = settings.get("bos_token") if settings.get("add_bos_token") else None
-        bos = token.get("content") if isinstance(token, dict) else token
+    eos_id = config.get("eos_token_id")
+    eos_id = eos_id[0] if isinstance(eos_id, list) and eos_id else eos_id
+    eos = tok.hf.id_to_token(eos_id) if isinstance(eos_id, int) else None
+    token = settings.get("bos_token") if settings.get("add_bos_token") else None
+    bos = token.get("content") if isinstance(token, dict) else token
     if eos in (None, tok.hf.id_to_token(tok.eot_id)) and bos is None:
         return tok
     return Tokenizer(HFTokenizer.from_str(tok.source), eos=eos, bos=bos)
