@@ -142,9 +142,13 @@ class CausalSelfAttention(nn.Module):
         if cache is not None:
             past = cache.pos
             k, v = cache.append(layer, k, v)  # (B, nkv, past+T, hs)
-        if self.n_kv_head != self.n_head:  # each key/value head serves a run of n_head // n_kv_head query heads
-            k, v = (t.repeat_interleave(self.n_head // self.n_kv_head, dim=1) for t in (k, v))
         dropout = self.dropout if self.training else 0.0
+        rep = self.n_head // self.n_kv_head  # each key/value head serves a run of rep query heads
+        if rep > 1 and T == 1:  # decoding: a run's queries attend as rows of one sequence, so the cache is not copied
+            y = F.scaled_dot_product_attention(q.reshape(B, self.n_kv_head, rep, self.hs), k, v, dropout_p=dropout)
+            return self.c_proj(y.reshape(B, T, C))
+        if rep > 1:
+            k, v = (t.repeat_interleave(rep, dim=1) for t in (k, v))
         if past == 0:
             y = F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=dropout)
         elif T == 1:
