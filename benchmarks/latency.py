@@ -1,4 +1,5 @@
-"""Completion latency: our engine vs Hugging Face `generate()` on a GPT-2 of the same shape.
+"""Completion latency: our engine vs Hugging Face `generate()` on a GPT-2 of the same shape, or,
+for a Hugging Face model folder, on transformers' own implementation of the same weights.
 
 Scenarios, each over cursor positions in real Python files (this Python's standard library):
   cold    a newly opened file: ~1,000 tokens of context before the cursor, nothing cached
@@ -8,6 +9,7 @@ The peer gets the same prompt ids and produces 3 sequences of --new-tokens token
 
     python benchmarks/latency.py                          # small preset, random weights
     python benchmarks/latency.py --checkpoint runs/small/best
+    python benchmarks/latency.py --checkpoint ~/models/Qwen2.5-Coder-0.5B   # a Hugging Face folder
 """
 from __future__ import annotations
 
@@ -20,9 +22,10 @@ from pathlib import Path
 
 import torch
 
-from codecomplete.engine.checkpoint import load_checkpoint
-from codecomplete.engine.completion import CompletionEngine
+from codecomplete.engine.checkpoint import load_checkpoint, read_config
+from codecomplete.engine.completion import DTYPES, CompletionEngine
 from codecomplete.engine.device import pick_device
+from codecomplete.engine.hf import SERVED_CONTEXT, is_hf_config
 from codecomplete.engine.model import GPT, config_from_preset
 from codecomplete.engine.prompt import build_prompt
 
@@ -54,17 +57,21 @@ def cursor_cases(n: int, seed: int, min_prefix_chars: int = 4000) -> list[tuple[
     return cases
 
 
-def make_peer(model: GPT):
+def make_peer(model: GPT, hf_folder: Path | None):
     try:
-        from transformers import GPT2Config, GPT2LMHeadModel
+        from transformers import AutoModelForCausalLM, GPT2Config, GPT2LMHeadModel
     except ImportError:
         print("transformers is not installed (pip install -e '.[bench]'): measuring ours alone")
         return None
+    device = model.transformer.wte.weight.device
+    if hf_folder is not None:
+        peer = AutoModelForCausalLM.from_pretrained(hf_folder, dtype=model.transformer.wte.weight.dtype, attn_implementation="sdpa")
+        return peer.eval().to(device)
     c = model.config
     cfg = GPT2Config(vocab_size=c.vocab_size, n_positions=c.block_size, n_embd=c.n_embd, n_layer=c.n_layer, n_head=c.n_head,
                      resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, tie_word_embeddings=True,
                      attn_implementation="sdpa")
-    return GPT2LMHeadModel(cfg).eval().to(model.transformer.wte.weight.device)
+    return GPT2LMHeadModel(cfg).eval().to(device)
 
 
 @torch.inference_mode()
@@ -91,8 +98,9 @@ def main() -> None:
 
     torch.set_num_threads(args.threads)
     device = pick_device(args.device)
+    hf_folder = args.checkpoint if args.checkpoint and is_hf_config(read_config(args.checkpoint)) else None
     if args.checkpoint:
-        ckpt = load_checkpoint(args.checkpoint, device)
+        ckpt = load_checkpoint(args.checkpoint, device, DTYPES[device.type], SERVED_CONTEXT[device.type])  # as the server loads it
         model, tok = ckpt.model, ckpt.tokenizer
     else:
         from codecomplete.engine.tokenizer import Tokenizer
@@ -101,8 +109,9 @@ def main() -> None:
         torch.manual_seed(args.seed)
         model = GPT(config_from_preset(args.preset, tok.vocab_size)).to(device).eval()
     print(f"torch {torch.__version__} | {device} | threads {torch.get_num_threads()} | {model.num_params() / 1e6:.1f}M params, "
-          f"block {model.config.block_size} | {'trained' if args.checkpoint else 'random'} weights")
-    peer = make_peer(model)
+          f"block {model.config.block_size} | {'trained' if args.checkpoint else 'random'} weights"
+          f"{' | Hugging Face ' + read_config(hf_folder)['model_type'] if hf_folder else ''}")
+    peer = make_peer(model, hf_folder)
     engine = CompletionEngine(model, tok, min_score=-1e9)  # no floor: every request decodes in full
     opts = dict(n=3, max_new_tokens=args.new_tokens)
     cases = cursor_cases(args.cases, args.seed)

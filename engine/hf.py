@@ -21,8 +21,10 @@ from codecomplete.engine.tokenizer import Tokenizer
 INDEX_FILE, TOKENIZER_CONFIG = "model.safetensors.index.json", "tokenizer_config.json"
 SUPPORTED = "llama (Llama, CodeLlama, DeepSeek-Coder), qwen2 (Qwen2.5-Coder) or starcoder2 (StarCoder2)"
 # Long-context models declare 16K-128K positions; the KV cache is preallocated to the context,
-# so serving caps it (completion needs a few thousand tokens around the cursor).
+# so serving caps it (completion needs a few thousand tokens around the cursor), lower on a CPU,
+# where prefilling 4K tokens of even a 0.5B model takes half a minute.
 MAX_CONTEXT = 4096
+SERVED_CONTEXT = {"cuda": MAX_CONTEXT, "mps": MAX_CONTEXT, "cpu": 2048}
 ARCHITECTURES = {"llama": "LlamaForCausalLM", "qwen2": "Qwen2ForCausalLM", "starcoder2": "Starcoder2ForCausalLM"}
 
 
