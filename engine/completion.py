@@ -20,6 +20,7 @@ from codecomplete.engine.context_ngrams import ContextNgrams
 from codecomplete.engine.copy_index import CopyIndex
 from codecomplete.engine.decoding import Cancelled, Decoded, DecodeParams, Decoder
 from codecomplete.engine.device import pick_device
+from codecomplete.engine.hf import SERVED_CONTEXT
 from codecomplete.engine.model import GPT, KVCache
 from codecomplete.engine.prompt import build_prompt
 from codecomplete.engine.stops import StopRule, complete_lines, tidy
@@ -86,11 +87,12 @@ class CompletionEngine:
         self.stats = EngineStats()
 
     @classmethod
-    def from_checkpoint(cls, path: str | Path, device: str = "auto", threads: int | None = None, **kw) -> CompletionEngine:
+    def from_checkpoint(cls, path: str | Path, device: str = "auto", threads: int | None = None, max_context: int | None = None,
+                        **kw) -> CompletionEngine:
         dev = pick_device(device)
         if threads and dev.type == "cpu":
             torch.set_num_threads(threads)
-        ckpt = load_checkpoint(path, dev, DTYPES[dev.type])
+        ckpt = load_checkpoint(path, dev, DTYPES[dev.type], max_context or SERVED_CONTEXT[dev.type])
         fim = float(ckpt.provenance.get("fim_rate", 0.5)) > 0  # older runs always trained with FIM
         return cls(ckpt.model, ckpt.tokenizer, fim=fim, **{**ckpt.completion, **kw})
 

@@ -91,7 +91,7 @@ class Decoder:
     def __init__(self, model: GPT, tokenizer: Tokenizer) -> None:
         self.model, self.tokenizer = model, tokenizer
         self.healer = TokenHealer(tokenizer, model.config.vocab_size)
-        self.stop_ids = frozenset(tokenizer.special_ids.values())
+        self.stop_ids = tokenizer.control_ids
         self.token_bytes = [tokenizer.token_bytes(i) for i in range(tokenizer.vocab_size)]
 
     # -- per-row bookkeeping -----------------------------------------------------------------

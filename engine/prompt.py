@@ -4,6 +4,13 @@ Layout, suffix first (fill-in-the-middle, SPM order as trained):
     <eot> <fim_prefix> <fim_suffix> suffix <fim_middle> prefix
 With nothing after the cursor, the plain left-to-right prompt `[<eot>] prefix`. Either way the
 prefix comes last, so a keystroke only extends the prompt and cached keys/values stay valid.
+
+Hugging Face code models (engine/hf.py) were trained in PSM order, and get it, with their own
+markers (tokenizer.fim_order, tokenizer.special_ids):
+    <eot> <fim_prefix> prefix <fim_suffix> suffix <fim_middle>
+That costs the cache: a keystroke changes the prompt in the middle, so cached keys/values are
+reused only up to the cursor and the suffix is computed again. A tokenizer that puts a start
+token before every text (Llama, DeepSeek-Coder) has it in place of <eot>, always.
 """
 from __future__ import annotations
 
@@ -71,7 +78,7 @@ def keep_head_lines(tokenizer: Tokenizer, text: str, budget: int) -> list[int]:
 
 def build_prompt(tokenizer: Tokenizer, prefix: str, suffix: str, budget: int, fim: bool, start_hint: int = 0) -> Prompt:
     special = tokenizer.special_ids
-    use_fim = fim and bool(suffix.strip())
+    use_fim = fim and tokenizer.has_fim and bool(suffix.strip())
     suffix_ids = keep_head_lines(tokenizer, suffix, int(budget * SUFFIX_SHARE)) if use_fim else []
     overhead = 4 if use_fim else 1
     start, prefix_ids = keep_tail_lines(tokenizer, prefix, budget - overhead - len(suffix_ids), start_hint)
@@ -79,9 +86,12 @@ def build_prompt(tokenizer: Tokenizer, prefix: str, suffix: str, budget: int, fi
     if prefix_ids and worth_healing(tokenizer.token_bytes(prefix_ids[-1])):
         heal = tokenizer.token_bytes(prefix_ids[-1])
         prefix_ids = prefix_ids[:-1]
-    head = [special["eot"]] if start == 0 else []
-    if use_fim:
-        ids = [special["eot"], special["fim_prefix"], special["fim_suffix"], *suffix_ids, special["fim_middle"], *prefix_ids]
+    first = special.get("bos", special["eot"])  # what every text the model saw begins with
+    head = [first] if start == 0 or "bos" in special else []
+    if use_fim and tokenizer.fim_order == "psm":
+        ids = [first, special["fim_prefix"], *prefix_ids, special["fim_suffix"], *suffix_ids, special["fim_middle"]]
+    elif use_fim:
+        ids = [first, special["fim_prefix"], special["fim_suffix"], *suffix_ids, special["fim_middle"], *prefix_ids]
     else:
         ids = [*head, *prefix_ids]
     if not ids:  # a file cut mid-way that is one healed token long: give the model a start
