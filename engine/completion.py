@@ -16,13 +16,16 @@ from pathlib import Path
 import torch
 
 from codecomplete.engine.checkpoint import load_checkpoint
-from codecomplete.engine.context_ngrams import ContextNgrams
+from codecomplete.engine.context_ngrams import ContextNgrams, NextTokenCache
 from codecomplete.engine.copy_index import CopyIndex
 from codecomplete.engine.decoding import Cancelled, Decoded, DecodeParams, Decoder
 from codecomplete.engine.device import pick_device
 from codecomplete.engine.hf import SERVED_CONTEXT
 from codecomplete.engine.model import GPT, KVCache
-from codecomplete.engine.prompt import build_prompt
+from codecomplete.engine.project_ngrams import ProjectCache
+from codecomplete.engine.prompt import build_prompt, snippet_ids
+from codecomplete.engine.repo_context import RepoContext
+from codecomplete.engine.retrieval import Snippet
 from codecomplete.engine.stops import StopRule, complete_lines, tidy
 from codecomplete.engine.tokenizer import Tokenizer
 
@@ -72,11 +75,27 @@ class EngineStats:
     reasons: dict[str, int] = field(default_factory=dict)
 
 
+def project_caches(repo: RepoContext | None, snippets: list[Snippet], prompt_ids: list[int], path: str | None) -> list[NextTokenCache]:
+    """The project's n-grams and the retrieved snippets' own, to mix into each step (the n-gram
+    baseline gets the same)."""
+    snap = repo.snapshot if repo is not None else None
+    if snap is None:
+        return []
+    caches: list[NextTokenCache] = []
+    if snap.ngrams is not None and repo.config.project_ngrams:
+        caches.append(ProjectCache(snap.ngrams, prompt_ids, repo.config.ngram_weight, path))
+    if snippets:
+        ids = repo.tokenizer.encode("".join(s.text for s in snippets))
+        caches.append(ContextNgrams(ids, frozenset(repo.tokenizer.special_ids.values()), repo.config.snippet_weight, prompt_ids))
+    return caches
+
+
 class CompletionEngine:
     def __init__(self, model: GPT, tokenizer: Tokenizer, *, fim: bool = True, min_score: float = -3.0, cache_entries: int = 4,
-                 copy_index: CopyIndex | None = None, context_weight: float = CONTEXT_WEIGHT) -> None:
+                 copy_index: CopyIndex | None = None, context_weight: float = CONTEXT_WEIGHT, file_sep: bool = False) -> None:
         self.model, self.tokenizer = model.eval(), tokenizer
         self.context_weight = context_weight  # 0: the model alone; see engine/context_ngrams.py
+        self.file_sep = file_sep  # trained with repository-level examples: snippets as files, not comments
         self.copy_index = copy_index  # when set, suggestions that copy training code are dropped
         self.decoder = Decoder(model, tokenizer)
         self.fim, self.min_score, self.cache_entries = fim, min_score, cache_entries
@@ -94,7 +113,8 @@ class CompletionEngine:
             torch.set_num_threads(threads)
         ckpt = load_checkpoint(path, dev, DTYPES[dev.type], max_context or SERVED_CONTEXT[dev.type])
         fim = float(ckpt.provenance.get("fim_rate", 0.5)) > 0  # older runs always trained with FIM
-        return cls(ckpt.model, ckpt.tokenizer, fim=fim, **{**ckpt.completion, **kw})
+        file_sep = bool(ckpt.provenance.get("repo_context"))
+        return cls(ckpt.model, ckpt.tokenizer, fim=fim, file_sep=file_sep, **{**ckpt.completion, **kw})
 
     # -- public ------------------------------------------------------------------------------
     def complete(
@@ -113,16 +133,21 @@ class CompletionEngine:
         seed: int | None = 0,
         cancel: threading.Event | None = None,
         deadline: float | None = None,
+        repo: RepoContext | None = None,
+        path: str | None = None,
     ) -> list[Candidate]:
         """Up to n ranked candidates to insert at the cursor; [] when none is confident enough.
 
-        Raises Cancelled when cancel is set; at the deadline (time.monotonic()) it returns what
-        it has. CRLF documents get CRLF completions.
+        repo: the project's other files (snippets in the prompt, n-grams in the mix); path names
+        this document in it, so that its copy there is left out. Raises Cancelled when cancel is
+        set; at the deadline (time.monotonic()) it returns what it has. CRLF documents get CRLF
+        completions.
         """
         t0 = time.perf_counter()
         crlf = "\r\n" in prefix or "\r\n" in suffix
         prefix, suffix = prefix.replace("\r\n", "\n"), suffix.replace("\r\n", "\n")
-        key = (n, max_new_tokens, multiline, temperature, top_p, top_k, num_beams, max_lines, seed)
+        context = id(repo.snapshot) if repo is not None else None  # a new index may change the answer
+        key = (n, max_new_tokens, multiline, temperature, top_p, top_k, num_beams, max_lines, seed, context, path)
         self.stats = EngineStats()
         reused = self._from_earlier_answer(prefix, suffix, key)
         if reused is not None:
@@ -130,7 +155,8 @@ class CompletionEngine:
             candidates = reused
         else:
             params = DecodeParams(n=n, max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p, num_beams=num_beams, seed=seed)
-            decoded = self._decode(prefix, suffix, params, StopRule.at_cursor(prefix, multiline, max_lines), cancel, deadline)
+            stop = StopRule.at_cursor(prefix, multiline, max_lines)
+            decoded = self._decode(prefix, suffix, params, stop, cancel, deadline, repo, path)
             candidates = self._rank(decoded, suffix, n)
             if "deadline" not in self.stats.reasons:  # an answer cut short is not one to keep serving
                 self._answer = _Answer(prefix, suffix, key, candidates)
@@ -160,18 +186,21 @@ class CompletionEngine:
         rest = [Candidate(c.text[len(typed) :], c.score, c.reason) for c in a.candidates if c.text.startswith(typed) and len(c.text) > len(typed)]
         return rest or None
 
-    def _decode(self, prefix: str, suffix: str, params: DecodeParams, stop: StopRule, cancel: threading.Event | None, deadline: float | None) -> list[Decoded]:
+    def _decode(self, prefix: str, suffix: str, params: DecodeParams, stop: StopRule, cancel: threading.Event | None,
+                deadline: float | None, repo: RepoContext | None, path: str | None) -> list[Decoded]:
         # A small model's context is shared: at least half of it stays for the prompt.
         block = self.model.config.block_size
         if params.max_new_tokens > block // 2:
             params = dataclasses.replace(params, max_new_tokens=block // 2)
         budget = block - params.max_new_tokens
-        prompt = build_prompt(self.tokenizer, prefix, suffix, budget, self.fim, self._start_hint)
+        snippets = repo.snippets(path, prefix) if repo is not None else []
+        context = snippet_ids(self.tokenizer, snippets, int(budget * repo.config.snippet_share), self.file_sep) if snippets else []
+        prompt = build_prompt(self.tokenizer, prefix, suffix, budget, self.fim, self._start_hint, context, self.file_sep)
         self._start_hint = prompt.prefix_start
         entry = self._prefill(prompt.ids)
+        caches = [ContextNgrams(prompt.ids, self.decoder.stop_ids, self.context_weight), *project_caches(repo, snippets, prompt.ids, path)]
         try:
-            context = ContextNgrams(prompt.ids, self.decoder.stop_ids, self.context_weight) if self.context_weight > 0 else None
-            decoded = self.decoder.decode(entry.cache, entry.logits, params, prompt.heal, stop.cut, cancel, deadline, context, stop.lead.encode())
+            decoded = self.decoder.decode(entry.cache, entry.logits, params, prompt.heal, stop.cut, cancel, deadline, caches, stop.lead.encode())
         except Cancelled:
             self._prefills.pop(id(entry), None)  # a cancelled request leaves nothing behind
             raise

@@ -11,6 +11,8 @@ prompts: a few tokens are no evidence of a file's habits (copying from `def add(
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
+from typing import Protocol
 
 import torch
 
@@ -23,11 +25,22 @@ def trust(order: int, weight: float) -> float:
     return weight * order / (order + 1)
 
 
+class NextTokenCache(Protocol):
+    """A cache language model: given a row's generated ids, its trust λ and next-token distribution."""
+
+    weight: float
+
+    def cached(self, generated: list[int]) -> tuple[float, dict[int, float]] | None: ...
+
+
 class ContextNgrams:
     """Where each token occurs in a prompt, to find the longest earlier match of the latest tokens."""
 
-    def __init__(self, ids: list[int], separators: frozenset[int], weight: float) -> None:
+    def __init__(self, ids: list[int], separators: frozenset[int], weight: float, tail: list[int] | None = None) -> None:
+        """tail: what precedes the generated tokens, when ids are not the prompt itself (retrieved
+        snippets: their n-grams, matched against the prompt's end)."""
         self.ids, self.separators = ids, separators
+        self.tail = (ids if tail is None else tail)[-MAX_ORDER:]
         self.weight = weight * len(ids) / (len(ids) + EVIDENCE)
         self.positions: dict[int, list[int]] = {}  # token -> the positions where it is followed by another
         for i in range(len(ids) - 1):
@@ -37,7 +50,7 @@ class ContextNgrams:
     def lookup(self, generated: list[int]) -> tuple[int, dict[int, int]] | None:
         """The longest match (up to MAX_ORDER tokens) of the prompt's end plus the generated
         tokens: its length, and how often each token followed it. Matches stop at separators."""
-        history = self.ids[-MAX_ORDER:] + generated[-MAX_ORDER:]
+        history = self.tail + generated[-MAX_ORDER:]
         best, counts = 0, {}
         for i in self.positions.get(history[-1], ()):
             k = 1
@@ -59,22 +72,26 @@ class ContextNgrams:
         total = sum(counts.values())
         return trust(order, self.weight), {t: c / total for t, c in counts.items()}
 
-    def mix(self, logits: torch.Tensor, generated: list[list[int]]) -> torch.Tensor:
-        """(rows, V) logits and each row's generated ids -> log of (1 - λ)·p_model + λ·p_cache,
-        λ from the row's match length (0 without a match)."""
-        if self.weight <= 0:
-            return logits
-        out = None
-        for row, ids in enumerate(generated):
-            found = self.cached(ids)
-            if found is None:
-                continue
-            if out is None:
-                out = torch.log_softmax(logits.float(), dim=-1)
-            lam, dist = found
-            tokens = torch.tensor(list(dist), device=logits.device)
-            cached = torch.tensor(list(dist.values()), device=logits.device)
-            model_p = out[row, tokens].exp()
-            out[row] += math.log1p(-lam)
-            out[row, tokens] = torch.log((1 - lam) * model_p + lam * cached)
-        return logits if out is None else out
+
+def mix(logits: torch.Tensor, generated: list[list[int]], caches: Sequence[NextTokenCache]) -> torch.Tensor:
+    """(rows, V) logits and each row's generated ids -> log of (1 - Σλ)·p_model + Σ λ·p_cache over
+    the caches that match the row (the prompt's n-grams, the project's), each λ from its match."""
+    caches = [c for c in caches if c.weight > 0]
+    out = None
+    for row, ids in enumerate(generated):
+        found = [hit for c in caches if (hit := c.cached(ids)) is not None]
+        if not found:
+            continue
+        if out is None:
+            out = torch.log_softmax(logits.float(), dim=-1)
+        lam = sum(share for share, _ in found)
+        merged: dict[int, float] = {}
+        for share, dist in found:
+            for t, q in dist.items():
+                merged[t] = merged.get(t, 0.0) + share * q
+        tokens = torch.tensor(list(merged), device=logits.device)
+        cached = torch.tensor(list(merged.values()), device=logits.device)
+        model_p = out[row, tokens].exp()
+        out[row] += math.log1p(-lam)
+        out[row, tokens] = torch.log((1 - lam) * model_p + cached)
+    return logits if out is None else out

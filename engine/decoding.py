@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from math import inf
 
 import torch
 
-from codecomplete.engine.context_ngrams import ContextNgrams
+from codecomplete.engine.context_ngrams import NextTokenCache, mix
 from codecomplete.engine.healing import TokenHealer, remaining
 from codecomplete.engine.model import GPT, KVCache
 from codecomplete.engine.tokenizer import Tokenizer
@@ -144,16 +144,16 @@ class Decoder:
         stop: Callable[[str], int | None],
         cancel: threading.Event | None = None,
         deadline: float | None = None,
-        context: ContextNgrams | None = None,
+        caches: Sequence[NextTokenCache] = (),
         lead: bytes = b"",
     ) -> list[Decoded]:
         """cache: the prompt prefilled as one row; logits: (1, V) for its last position.
 
-        context, when given, mixes the prompt's own n-grams into every step's distribution.
+        caches (the prompt's own n-grams, the project's) are mixed into every step's distribution.
         Every row first retypes heal (left out of its text), then writes lead (kept in it).
         """
         if params.num_beams > 1:
-            return self._beam(cache, logits, params, heal, stop, cancel, deadline, context, lead)
+            return self._beam(cache, logits, params, heal, stop, cancel, deadline, caches, lead)
         n = params.n
         cache = cache.expand(n)
         logits = logits.float().expand(n, -1)
@@ -167,8 +167,7 @@ class Decoder:
                 for r in rows:
                     r.done = r.done or "deadline"
                 break
-            if context is not None:
-                logits = context.mix(logits, [r.ids for r in rows])
+            logits = mix(logits, [r.ids for r in rows], caches)
             scores = self.masked(logits, rows)
             logp = torch.log_softmax(logits, dim=-1)
             if params.temperature <= 0:
@@ -191,7 +190,7 @@ class Decoder:
         return [self.finish(r, heal) for r in rows]
 
     def _beam(self, cache: KVCache, logits: torch.Tensor, params: DecodeParams, heal: bytes, stop: Callable[[str], int | None],
-              cancel: threading.Event | None, deadline: float | None, context: ContextNgrams | None, lead: bytes) -> list[Decoded]:
+              cancel: threading.Event | None, deadline: float | None, caches: Sequence[NextTokenCache], lead: bytes) -> list[Decoded]:
         """Beam search over length-normalised log-probability; finished beams leave the beam."""
         width, wanted = params.num_beams, max(params.num_beams, params.n)
         beams, finished = [Row(pending=heal + lead)], []
@@ -202,8 +201,7 @@ class Decoder:
                 for b in beams:
                     b.done = "deadline"
                 break
-            if context is not None:
-                logits = context.mix(logits, [b.ids for b in beams])
+            logits = mix(logits, [b.ids for b in beams], caches)
             logp = torch.log_softmax(self.masked(logits, beams), dim=-1)  # (beams, V)
             total = logp + torch.tensor([b.logprob for b in beams], device=logp.device).unsqueeze(1)
             top = torch.topk(total.flatten(), min(2 * width, total.numel()))

@@ -11,12 +11,19 @@ markers (tokenizer.fim_order, tokenizer.special_ids):
 That costs the cache: a keystroke changes the prompt in the middle, so cached keys/values are
 reused only up to the cursor and the suffix is computed again. A tokenizer that puts a start
 token before every text (Llama, DeepSeek-Coder) has it in place of <eot>, always.
+
+Snippets of the project's other files (engine/repo_context.py) go in front of the file, in the
+format the model was trained to read. A model trained with repository-level examples reads
+    <eot> (<file_sep> path \n snippet)... <file_sep> <fim_prefix> <fim_suffix> suffix <fim_middle> prefix
+and any other model reads them as comments at the top of the file it is completing (RepoCoder's
+format for models never trained with them): `# path` then each line behind `# `.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 from codecomplete.engine.healing import worth_healing
+from codecomplete.engine.retrieval import Snippet
 from codecomplete.engine.tokenizer import Tokenizer
 
 SUFFIX_SHARE = 0.25  # of the prompt budget; the prefix gets the rest, and what the suffix leaves
@@ -76,24 +83,47 @@ def keep_head_lines(tokenizer: Tokenizer, text: str, budget: int) -> list[int]:
     return tokenizer.encode(text[: line_end + 1])[:budget] if line_end > 0 else ids[:budget]
 
 
-def build_prompt(tokenizer: Tokenizer, prefix: str, suffix: str, budget: int, fim: bool, start_hint: int = 0) -> Prompt:
-    special = tokenizer.special_ids
+def snippet_ids(tokenizer: Tokenizer, snippets: list[Snippet], budget: int, file_sep: bool) -> list[int]:
+    """The snippets as prompt tokens, whole lines within budget; the better ones first in the
+    list and last in the prompt, nearest the cursor."""
+    sep = [tokenizer.special_ids["file_sep"]] if file_sep else []
+    out: list[int] = []
+    for s in snippets:
+        lines = [f"{s.path}\n", *s.text.splitlines(True)]
+        text = "".join(lines) if file_sep else "".join(f"# {line}" if line.strip() else "#\n" for line in lines)
+        room = budget - len(sep) - len(out)
+        ids = keep_head_lines(tokenizer, text if text.endswith("\n") else text + "\n", room) if room > 1 else []
+        shown = tokenizer.decode(ids)
+        if shown.count("\n") < 2 or not shown.endswith("\n"):  # not even the path and a whole line
+            break
+        out = sep + ids + out
+    return out
+
+
+def build_prompt(tokenizer: Tokenizer, prefix: str, suffix: str, budget: int, fim: bool, start_hint: int = 0,
+                 context: list[int] | None = None, file_sep: bool = False) -> Prompt:
+    """context: snippet_ids() of the project's other files, to put in front of the file."""
+    special, context = tokenizer.special_ids, context or []
     use_fim = fim and tokenizer.has_fim and bool(suffix.strip())
     suffix_ids = keep_head_lines(tokenizer, suffix, int(budget * SUFFIX_SHARE)) if use_fim else []
-    overhead = 4 if use_fim else 1
+    separated = file_sep and bool(context)
+    overhead = 1 + len(context) + separated + (3 if use_fim else 0)
     start, prefix_ids = keep_tail_lines(tokenizer, prefix, budget - overhead - len(suffix_ids), start_hint)
     heal = b""
     if prefix_ids and worth_healing(tokenizer.token_bytes(prefix_ids[-1])):
         heal = tokenizer.token_bytes(prefix_ids[-1])
         prefix_ids = prefix_ids[:-1]
     first = special.get("bos", special["eot"])  # what every text the model saw begins with
-    head = [first] if start == 0 or "bos" in special else []
+    if separated:  # the snippets are files of their own before this one
+        lead, body = [first, *context, special["file_sep"]], prefix_ids
+    else:  # comments at the top of the file, or nothing
+        lead, body = [first], [*context, *prefix_ids]
     if use_fim and tokenizer.fim_order == "psm":
-        ids = [first, special["fim_prefix"], *prefix_ids, special["fim_suffix"], *suffix_ids, special["fim_middle"]]
+        ids = [*lead, special["fim_prefix"], *body, special["fim_suffix"], *suffix_ids, special["fim_middle"]]
     elif use_fim:
-        ids = [first, special["fim_prefix"], special["fim_suffix"], *suffix_ids, special["fim_middle"], *prefix_ids]
+        ids = [*lead, special["fim_prefix"], special["fim_suffix"], *suffix_ids, special["fim_middle"], *body]
     else:
-        ids = [*head, *prefix_ids]
+        ids = [*(lead if start == 0 or context or "bos" in special else []), *body]
     if not ids:  # a file cut mid-way that is one healed token long: give the model a start
         ids = [special["eot"]]
     return Prompt(ids=ids, heal=heal, prefix_start=start)

@@ -25,6 +25,7 @@ from pygls.uris import to_fs_path
 from codecomplete.lsp import __version__
 from codecomplete.lsp.acceptance import AcceptanceLog, default_log_path
 from codecomplete.lsp.convert import ACCEPTED, lsp_completion_items, lsp_inline_items, word_range
+from codecomplete.lsp.indexer import Indexer, fs_path
 from codecomplete.lsp.logs import log, progress, set_level, setup_logging
 from codecomplete.lsp.settings import LOG_LEVELS, SECTION, Settings, checkpoint_path, overlay, section_of
 from codecomplete.lsp.text import Document, cursor_at, position_index, replace, split_lines, text_around
@@ -41,6 +42,7 @@ class CodecompleteServer(LanguageServer):
         super().__init__("codecomplete-lsp", __version__, protocol_cls=Protocol)
         self.docs: dict[str, Document] = {}
         self.worker = Worker()
+        self.indexer = Indexer(self)  # the workspace folders' files: repository context
         self.defaults = Settings()  # the command line's flags over the built-in defaults
         self.settings = Settings()
         self.sections: dict[str, dict | None] = {"initializationOptions": None,
@@ -89,6 +91,8 @@ class CodecompleteServer(LanguageServer):
         path = Path(s.acceptance_log_path).expanduser() if s.acceptance_log_path else default_log_path()
         self.acceptance = AcceptanceLog(path if s.acceptance_log else None)
         warnings += self.apply_copy_index(s.copy_index)
+        if self.indexer.started:
+            self.indexer.apply(s)
         if warnings:
             self.show(types.MessageType.Warning, "codecomplete: " + "; ".join(warnings), once=True)
 
@@ -153,6 +157,7 @@ class CodecompleteServer(LanguageServer):
                 end["message"] = "failed"
                 return
             self.load_error, end["message"] = None, "ready"
+            self.indexer.warm()
             log.info("serving %s on %s (%.1fM parameters), loaded in %.0f ms", info.checkpoint, info.device,
                      info.params / 1e6, info.load_ms)
 
@@ -161,8 +166,10 @@ class CodecompleteServer(LanguageServer):
                       n: int) -> tuple[str, list]:
         """(response id, ranked candidates); [] when superseded, without a model, or on an error."""
         s, t0, rid = self.settings, time.perf_counter(), uuid.uuid4().hex[:12]
+        engine = self.worker.engine
+        repo, path = self.indexer.context_for(uri, engine.tokenizer) if engine else (None, None)
         request = Request(prefix, suffix, n, s.max_new_tokens, s.multiline, s.temperature,
-                          s.top_p if s.top_p < 1 else None, s.timeout_ms / 1000)
+                          s.top_p if s.top_p < 1 else None, s.timeout_ms / 1000, repo, path)
         try:
             answer = await self.worker.complete((uri, kind), request)
         except Superseded:
@@ -194,6 +201,7 @@ class CodecompleteServer(LanguageServer):
                           for u, d in self.docs.items()},
             "latencies": list(self.latencies),
             "acceptanceLog": str(self.acceptance.path) if self.acceptance.path else None,
+            "workspace": self.indexer.workspace.describe(),
         }
 
 
@@ -208,6 +216,7 @@ def initialize(ls: CodecompleteServer, params: types.InitializeParams) -> None:
     root = params.root_uri or (folders[0].uri if folders else None)
     path = to_fs_path(root) if root else params.root_path
     ls.root = Path(path) if path else None
+    ls.indexer.roots = [Path(to_fs_path(f.uri)) for f in folders] or ([ls.root] if ls.root else [])
     ls.apply_settings()
 
 
@@ -215,6 +224,7 @@ def initialize(ls: CodecompleteServer, params: types.InitializeParams) -> None:
 async def initialized(ls: CodecompleteServer, params: types.InitializedParams) -> None:
     await ls.pull_settings()
     ls.settings_changed()  # loads and warms up the model in the background, with $/progress
+    await ls.indexer.start()  # walks the workspace folders in the background, watches *.py
 
 
 @server.feature(types.WORKSPACE_DID_CHANGE_CONFIGURATION)
@@ -232,6 +242,8 @@ async def did_change_configuration(ls: CodecompleteServer,
 def did_open(ls: CodecompleteServer, params: types.DidOpenTextDocumentParams) -> None:
     d = params.text_document
     ls.docs[d.uri] = Document(split_lines(d.text), d.version, d.language_id)
+    if path := fs_path(d.uri):
+        ls.indexer.workspace.opened(path, ls.docs[d.uri].lines)
 
 
 @server.feature(types.TEXT_DOCUMENT_DID_CHANGE)
@@ -247,11 +259,28 @@ def did_change(ls: CodecompleteServer, params: types.DidChangeTextDocumentParams
         else:
             doc.lines = split_lines(change.text)
     doc.version = params.text_document.version
+    if path := fs_path(params.text_document.uri):
+        ls.indexer.workspace.opened(path, doc.lines)
 
 
 @server.feature(types.TEXT_DOCUMENT_DID_CLOSE)
 def did_close(ls: CodecompleteServer, params: types.DidCloseTextDocumentParams) -> None:
     ls.docs.pop(params.text_document.uri, None)
+    if path := fs_path(params.text_document.uri):
+        ls.indexer.workspace.closed(path)
+
+
+@server.feature(types.WORKSPACE_DID_CHANGE_WATCHED_FILES)
+def did_change_watched_files(ls: CodecompleteServer, params: types.DidChangeWatchedFilesParams) -> None:
+    for change in params.changes:
+        if path := fs_path(change.uri):
+            ls.indexer.workspace.on_disk(path, deleted=change.type == types.FileChangeType.Deleted)
+
+
+@server.feature(types.WORKSPACE_DID_CHANGE_WORKSPACE_FOLDERS)
+def did_change_workspace_folders(ls: CodecompleteServer, params: types.DidChangeWorkspaceFoldersParams) -> None:
+    ls.indexer.folders_changed([Path(to_fs_path(f.uri)) for f in params.event.added],
+                               [Path(to_fs_path(f.uri)) for f in params.event.removed])
 
 
 @server.feature(types.TEXT_DOCUMENT_COMPLETION, types.CompletionOptions(trigger_characters=TRIGGERS))
@@ -326,6 +355,7 @@ def main(argv: list[str] | None = None) -> None:
     set_level(args.log_level)
     code = serve_tcp(server, host, int(port)) if args.tcp else serve_stdio(server)
     server.worker.shutdown()
+    server.indexer.shutdown()
     sys.stderr.flush()
     os._exit(code)  # a model still loading in its thread must not hold the editor's exit
 

@@ -43,6 +43,11 @@ class Settings:
     acceptance_log: bool = _spec(True, bool)
     acceptance_log_path: str | None = _spec(None, str, nullable=True, hint="a file path")
     copy_index: str | None = _spec(None, str, nullable=True, hint="a prepared data folder or its copy_index.npz")
+    repo_context: bool = _spec(True, bool)
+    repo_snippets: bool = _spec(True, bool)
+    repo_ngrams: bool = _spec(True, bool)
+    repo_context_max_files: int = _spec(5000, int, lambda v: 0 <= v <= 1_000_000, "files per folder, 0 to 1000000")
+    repo_context_max_mb: float = _spec(20.0, float, lambda v: 0 <= v <= 4096, "megabytes per folder, 0 to 4096")
 
     def to_wire(self) -> dict[str, Any]:
         return {camel(f.name): getattr(self, f.name) for f in dataclasses.fields(self)}

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from codecomplete.engine.completion import Candidate, CompletionEngine
     from codecomplete.engine.copy_index import CopyIndex
+    from codecomplete.engine.repo_context import RepoContext
 
 WARMUP_PROMPT = "import os\n\n\ndef main():\n    "
 
@@ -41,6 +42,8 @@ class Request:
     temperature: float
     top_p: float | None
     timeout_s: float
+    repo: RepoContext | None = None  # the document's workspace folder, as last indexed
+    path: str | None = None  # the document's file path: its own copy in repo is left out
 
 
 @dataclass(frozen=True)
@@ -78,7 +81,7 @@ def _complete(engine: CompletionEngine, r: Request, cancel: threading.Event) -> 
         raise Cancelled
     candidates = engine.complete(r.prefix, r.suffix, n=r.n, max_new_tokens=r.max_new_tokens,
                                  multiline=r.multiline, temperature=r.temperature, top_p=r.top_p,
-                                 cancel=cancel, deadline=time.monotonic() + r.timeout_s)
+                                 cancel=cancel, deadline=time.monotonic() + r.timeout_s, repo=r.repo, path=r.path)
     return Answer(candidates, dataclasses.asdict(engine.stats))
 
 

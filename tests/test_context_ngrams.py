@@ -5,7 +5,7 @@ import torch
 from test_engine import code, random_model, tok  # noqa: F401  (module fixtures)
 
 from codecomplete.engine.completion import CompletionEngine
-from codecomplete.engine.context_ngrams import EVIDENCE, ContextNgrams, trust
+from codecomplete.engine.context_ngrams import EVIDENCE, ContextNgrams, mix, trust
 from codecomplete.engine.model import GPT
 from codecomplete.engine.tokenizer import Tokenizer
 
@@ -30,14 +30,14 @@ def test_runs_do_not_cross_separators() -> None:
 def test_mix_moves_trust_of_the_match_order_to_what_followed() -> None:
     ngrams = ContextNgrams([4, 5, 6, 4, 5, 7, 9, 4, 5], SEP, 0.6)
     logits = torch.randn(2, 12, generator=torch.Generator().manual_seed(0))
-    mixed = ngrams.mix(logits, [[], [1]]).exp()  # row 0 continues `4 5`; row 1 ends in 1, never seen
+    mixed = mix(logits, [[], [1]], [ngrams]).exp()  # row 0 continues `4 5`; row 1 ends in 1, never seen
     lam = trust(2, 0.6 * 9 / (9 + EVIDENCE))
     expected = (1 - lam) * logits[0].softmax(-1)
     expected[6] += lam / 2
     expected[7] += lam / 2
     torch.testing.assert_close(mixed[0], expected)
     torch.testing.assert_close(mixed[1], logits[1].softmax(-1))
-    assert ContextNgrams([4, 5, 6, 4, 5], SEP, 0.0).mix(logits, [[], []]) is logits
+    assert mix(logits, [[], []], [ContextNgrams([4, 5, 6, 4, 5], SEP, 0.0)]) is logits
     assert trust(1, 0.6) < trust(2, 0.6) < trust(8, 0.6) < 0.6  # longer matches earn more trust
 
 

@@ -99,13 +99,15 @@ def test_status_command(main: dict[str, Any], checkpoints: Checkpoints) -> None:
     text = main["status_message"]
     assert text.startswith("codecomplete-lsp ") and ": ready" in text.split("\n")[0]
     assert f"model   {checkpoints.b} on cpu" in text and "numSuggestions=1" in text and "latency " in text
+    # the sample's folder (its .git marks the root) holds sample.py
+    assert any(line.startswith("context ") and ": 1 files, 0.0 MB; " in line for line in text.split("\n"))
 
 
 def test_checkhealth(main: dict[str, Any], checkpoints: Checkpoints) -> None:  # noqa: F811
     ok = "\n".join(health(main["health"], "OK"))
     assert "Neovim 0.12" in ok and "codecomplete-lsp 0.1.0" in ok
     assert f"checkpoint folder {checkpoints.b}" in ok and f"checkpoint loads: {checkpoints.b}" in ok
-    assert "device: cpu (setting: auto)" in ok
+    assert "device: cpu (setting: auto)" in ok and "OK context " in ok
     assert not health(main["health"], "ERROR") and not health(main["health"], "WARNING")
 
 

@@ -1,6 +1,7 @@
 """`codecomplete-train eval | baseline | report`: is a model any good, and better than counting?"""
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from pathlib import Path
@@ -74,10 +75,12 @@ def run_eval(
     device: str = "cpu",
     threads: int | None = None,
     context_weight: float | None = None,
+    repo_config: dict[str, Any] | None = None,
     **config: Any,
 ) -> dict:
     from codecomplete.engine.completion import CompletionEngine
     from codecomplete.engine.copy_index import INDEX_FILE, CopyIndex
+    from codecomplete.engine.repo_context import RepoContextConfig
     from codecomplete.train.corpus import iter_documents
     from codecomplete.train.evaluate import (
         EvalConfig,
@@ -85,6 +88,7 @@ def run_eval(
         encode_documents,
         evaluate,
         lm_metrics,
+        repo_contexts,
         split_documents,
     )
     from codecomplete.train.ngram import NgramCompleter
@@ -92,6 +96,8 @@ def run_eval(
     cfg = EvalConfig(**config)
     if corpus is not None and not corpus.exists():  # before loading anything
         raise CodecompleteError(f"{corpus} does not exist; pass a corpus folder from `collect` or a Parquet file")
+    if cfg.repo_context and corpus is None:
+        raise CodecompleteError("--repo-context needs --corpus: a held-out corpus with repo and path columns (a prepared folder has neither)")
     if data is None and corpus is None:
         data = _data_of(checkpoint)
         if data is None:
@@ -115,9 +121,23 @@ def run_eval(
         else:
             console.print("[yellow]no n-gram baseline: pass --baseline or --data")
 
+    repo_of = None
     if corpus is not None:
-        docs = [d.text for d in iter_documents(corpus)]
+        documents = list(iter_documents(corpus))
+        docs = [d.text for d in documents]
         source = {"corpus": str(corpus), "documents": len(docs)}
+        if cfg.repo_context:
+            if not all(d.repo and d.path for d in documents):
+                raise CodecompleteError(f"--repo-context needs repo and path columns in {corpus}; `collect` and `scrape` write both")
+            repo_cfg = RepoContextConfig(**(repo_config or {}))
+            triples = [(d.repo, d.path, d.text) for d in documents]
+            with console.status(f"indexing the {len({d.repo for d in documents})} repositories of {corpus}"):
+                built = {}  # one set of contexts per tokenizer: the project n-grams are token ids
+                for s in systems.values():
+                    if s.tokenizer.sha256 not in built:
+                        built[s.tokenizer.sha256] = repo_contexts(triples, s.tokenizer, repo_cfg)
+                repo_of = {name: built[s.tokenizer.sha256] for name, s in systems.items()}
+            source["repo_context"] = dataclasses.asdict(repo_cfg)
     else:
         assert data is not None
         docs = split_documents(data, "val", tokenizer)
@@ -144,9 +164,9 @@ def run_eval(
             lm = lm_metrics(systems["model"].model, ids, n_bytes, cfg.lm_tokens)
 
     with make_progress("cases") as progress:
-        total = (cfg.line_cases + cfg.body_cases) * len(systems)
+        total = (cfg.line_cases + cfg.body_cases) * len(systems) * (2 if repo_of else 1)
         task = progress.add_task("eval", total=total)
-        line, body, cases = evaluate(systems, docs, tokenizer, cfg, index, on_case=lambda k: progress.advance(task, k))
+        line, body, cases = evaluate(systems, docs, tokenizer, cfg, index, on_case=lambda k: progress.advance(task, k), repo_of=repo_of)
         progress.update(task, completed=total)  # fewer documents than cases: the bar still ends full
     weights = {f"{name}_context_weight": system.context_weight for name, system in systems.items()}
     result = EvalResult(config=cfg.__dict__ | {"checkpoint": str(checkpoint)} | weights, source=source | {"copy_index": index is not None}, lm=lm, line=line, body=body, cases=cases)
@@ -176,6 +196,20 @@ def print_tables(doc: dict) -> None:
         console.print(table)
 
 
+def parse_repo_config(text: str | None) -> dict[str, Any] | None:
+    from codecomplete.engine.repo_context import RepoContextConfig
+
+    if text is None:
+        return None
+    keys = {f.name for f in dataclasses.fields(RepoContextConfig)}
+    try:
+        config = json.loads(text)
+        RepoContextConfig(**config)
+    except (ValueError, TypeError) as e:
+        raise CodecompleteError(f"--repo-config {text!r} is not a JSON object of {', '.join(sorted(keys))} ({e})") from e
+    return config
+
+
 def add_eval_commands(app: typer.Typer) -> None:
     @app.command("eval")
     def eval_cmd(
@@ -194,14 +228,17 @@ def add_eval_commands(app: typer.Typer) -> None:
         device: Annotated[str, typer.Option(help="auto, cuda, mps or cpu.")] = "cpu",
         threads: Annotated[int | None, typer.Option(help="CPU threads (default: PyTorch's choice).")] = None,
         context_weight: Annotated[float | None, typer.Option(help="How much the prompt's own n-grams may weigh, 0 to below 1 (default: the checkpoint's completion.context_weight, else 0.5); try a few on a tuning corpus.")] = None,
+        repo_context: Annotated[bool, typer.Option("--repo-context", help="Also complete every case with the other files of its repository in --corpus as context (snippets, the project's n-grams), for every system, side by side.")] = False,
+        repo_config: Annotated[str | None, typer.Option(help='Repository-context settings as JSON, e.g. \'{"snippets": false, "ngram_weight": 0.2}\' (keys of engine.repo_context.RepoContextConfig).')] = None,
     ) -> None:
         """Measure a model: loss and bits per byte, line and body completion against the n-gram baseline, loops, copies, latency."""
         if data is not None and corpus is not None:
             raise CodecompleteError("give --data or --corpus, not both")
         if context_weight is not None and not 0 <= context_weight < 1:
             raise CodecompleteError(f"--context-weight must be from 0 to below 1, not {context_weight}")
-        run_eval(checkpoint, data, corpus, baseline, not no_baseline, out, device, threads, context_weight, line_cases=line_cases, body_cases=body_cases,
-                 n=n, body_lines=body_lines, lm_tokens=lm_tokens, seed=seed)
+        run_eval(checkpoint, data, corpus, baseline, not no_baseline, out, device, threads, context_weight,
+                 parse_repo_config(repo_config), line_cases=line_cases, body_cases=body_cases, n=n, body_lines=body_lines,
+                 lm_tokens=lm_tokens, seed=seed, repo_context=repo_context or repo_config is not None)
 
     @app.command("baseline")
     def baseline_cmd(

@@ -21,6 +21,7 @@ import torch
 from codecomplete.engine.completion import Candidate, EngineStats
 from codecomplete.engine.copy_index import CopyIndex
 from codecomplete.engine.model import GPT
+from codecomplete.engine.repo_context import RepoContext, RepoContextConfig
 from codecomplete.engine.tokenizer import Tokenizer
 from codecomplete.train.metrics import edit_similarity, exact_match, first_lines, is_degenerate, percentile
 from codecomplete.train.prepare import read_meta
@@ -58,6 +59,7 @@ class LineCase:
     target: str
     line_prefix: str  # the cursor line's text before the cursor
     prefix_tokens: int  # tokens of the line's content before the cursor
+    doc: int = -1  # index of the document it comes from
 
 
 @dataclass(frozen=True)
@@ -68,6 +70,7 @@ class BodyCase:
     header: str  # the def line(s) and docstring, to check that the finished function parses
     indent: str
     target: str  # the body as written
+    doc: int = -1
 
 
 def line_cases(docs: list[str], tokenizer: Tokenizer, count: int, seed: int) -> list[LineCase]:
@@ -77,7 +80,8 @@ def line_cases(docs: list[str], tokenizer: Tokenizer, count: int, seed: int) -> 
     """
     rng, cases = random.Random(seed), []
     per_doc = max(2, -(-2 * count // max(len(docs), 1)))
-    for doc in rng.sample(docs, len(docs)):
+    for d in rng.sample(range(len(docs)), len(docs)):
+        doc = docs[d]
         starts = [0, *(i + 1 for i, c in enumerate(doc) if c == "\n")]
         lines = [(s, doc[s : doc.find("\n", s) if doc.find("\n", s) >= 0 else len(doc)]) for s in starts]
         lines = [(s, line) for s, line in lines if len(line.strip()) >= 2 and not line.lstrip().startswith("#")]
@@ -95,7 +99,7 @@ def line_cases(docs: list[str], tokenizer: Tokenizer, count: int, seed: int) -> 
             at = start + indent + cut
             line_end = start + len(line)
             prefix_tokens = len(tokenizer.encode(content[:cut])) if cut else 0
-            cases.append(LineCase(kind, doc[:at], doc[line_end:], content[cut:], doc[start:at], prefix_tokens))
+            cases.append(LineCase(kind, doc[:at], doc[line_end:], content[cut:], doc[start:at], prefix_tokens, d))
             if len(cases) == count:
                 return cases
     return cases
@@ -104,7 +108,8 @@ def line_cases(docs: list[str], tokenizer: Tokenizer, count: int, seed: int) -> 
 def body_cases(docs: list[str], count: int, seed: int) -> list[BodyCase]:
     """count functions with 2+ statements, one per document, prompt ending where the body starts."""
     rng, cases = random.Random(seed), []
-    for doc in rng.sample(docs, len(docs)):
+    for d in rng.sample(range(len(docs)), len(docs)):
+        doc = docs[d]
         try:
             tree = ast.parse(doc)
         except (SyntaxError, ValueError):
@@ -118,7 +123,8 @@ def body_cases(docs: list[str], count: int, seed: int) -> list[BodyCase]:
         lines = doc.splitlines(keepends=True)
         indent = " " * first.col_offset
         body = "".join(lines[first.lineno - 1 : f.end_lineno])
-        cases.append(BodyCase("".join(lines[: first.lineno - 1]) + indent, "".join(lines[f.lineno - 1 : first.lineno - 1]), indent, body[len(indent) :].rstrip()))
+        cases.append(BodyCase("".join(lines[: first.lineno - 1]) + indent, "".join(lines[f.lineno - 1 : first.lineno - 1]),
+                              indent, body[len(indent) :].rstrip(), d))
         if len(cases) == count:
             break
     return cases
@@ -163,11 +169,20 @@ def _score(texts: list[str], target: str, latency_ms: float) -> Scored:
     )
 
 
-def run_line_cases(completer: Completer, cases: list[LineCase], n: int, index: CopyIndex | None, on_case: Progress | None = None) -> list[Scored]:
+# Per case: its repository's other files, as complete(..., repo=, path=) takes them; {} for none.
+RepoOf = Callable[[int], dict[str, Any]]
+
+
+def no_repo(doc: int) -> dict[str, Any]:
+    return {}
+
+
+def run_line_cases(completer: Completer, cases: list[LineCase], n: int, index: CopyIndex | None, on_case: Progress | None = None,
+                   repo_of: RepoOf = no_repo) -> list[Scored]:
     out = []
     for case in cases:
         completer.clear_cache()  # each case as a freshly opened file
-        got = completer.complete(case.prefix, case.suffix, n=n, multiline=False)
+        got = completer.complete(case.prefix, case.suffix, n=n, multiline=False, **repo_of(case.doc))
         texts = [c.text.split("\n")[0] for c in got]
         s = _score(texts, case.target, completer.stats.latency_ms)
         if index is not None and texts:
@@ -178,11 +193,12 @@ def run_line_cases(completer: Completer, cases: list[LineCase], n: int, index: C
     return out
 
 
-def run_body_cases(completer: Completer, cases: list[BodyCase], k: int, index: CopyIndex | None, on_case: Progress | None = None, max_lines: int = 12) -> list[Scored]:
+def run_body_cases(completer: Completer, cases: list[BodyCase], k: int, index: CopyIndex | None, on_case: Progress | None = None,
+                   max_lines: int = 12, repo_of: RepoOf = no_repo) -> list[Scored]:
     out = []
     for case in cases:
         completer.clear_cache()
-        got = completer.complete(case.prefix, "", n=1, multiline=True, max_new_tokens=128, max_lines=max_lines)
+        got = completer.complete(case.prefix, "", n=1, multiline=True, max_new_tokens=128, max_lines=max_lines, **repo_of(case.doc))
         text = got[0].text if got else ""
         s = _score([first_lines(text, k)] if text else [], first_lines(case.target, k), completer.stats.latency_ms)
         s.parses = bool(text) and parses(case, text)
@@ -267,6 +283,7 @@ class EvalConfig:
     body_lines: int = 3  # first k lines of a body are scored
     lm_tokens: int = 131_072
     seed: int = 0
+    repo_context: bool = False  # also run every system with each case's repository as context
 
 
 @dataclass
@@ -289,15 +306,23 @@ def evaluate(
     cfg: EvalConfig,
     index: CopyIndex | None = None,
     on_case: Progress | None = None,
+    repo_of: dict[str, RepoOf] | None = None,
 ) -> tuple[dict, dict, dict]:
-    """Line and body completion for each system on the same cases: (line, body, per-case records)."""
+    """Line and body completion for each system on the same cases: (line, body, per-case records).
+
+    With repo_of (system name -> its contexts, built with its tokenizer), every system also answers
+    every case with its repository's other files as context, reported as "NAME + repo".
+    """
     lines = line_cases(docs, tokenizer, cfg.line_cases, cfg.seed)
     bodies = body_cases(docs, cfg.body_cases, cfg.seed)
     line_summary, body_summary, records = {}, {}, {"line": [], "body": []}
     line_scores, body_scores = {}, {}
-    for name, completer in systems.items():
-        line_scores[name] = run_line_cases(completer, lines, cfg.n, index, on_case)
-        body_scores[name] = run_body_cases(completer, bodies, cfg.body_lines, index, on_case)
+    runs = [(name, completer, no_repo) for name, completer in systems.items()]
+    if repo_of is not None:
+        runs += [(f"{name} + repo", completer, repo_of[name]) for name, completer in systems.items()]
+    for name, completer, context in runs:
+        line_scores[name] = run_line_cases(completer, lines, cfg.n, index, on_case, repo_of=context)
+        body_scores[name] = run_body_cases(completer, bodies, cfg.body_lines, index, on_case, repo_of=context)
         line_summary[name] = summarize(line_scores[name]) | {
             kind: summarize([s for s, c in zip(line_scores[name], lines) if c.kind == kind]) for kind in ("mid", "start")
         }
@@ -308,3 +333,19 @@ def evaluate(
     for i, case in enumerate(bodies):
         records["body"].append({"target": first_lines(case.target, cfg.body_lines), **{name: asdict(scores[i]) for name, scores in body_scores.items()}})
     return line_summary, body_summary, records
+
+
+def repo_contexts(documents: list[tuple[str, str, str]], tokenizer: Tokenizer, config: RepoContextConfig) -> RepoOf:
+    """documents: (repo, path, text). Each case gets every file of its own repository as context
+    (its own file is left out by path when the engine queries it)."""
+    by_repo: dict[str, RepoContext] = {}
+    for repo, path, text in documents:
+        by_repo.setdefault(repo, RepoContext(tokenizer, config)).set_file(path, text)
+    for context in by_repo.values():
+        context.build()
+
+    def repo_of(doc: int) -> dict[str, Any]:
+        repo, path, _ = documents[doc]
+        return {"repo": by_repo[repo], "path": path}
+
+    return repo_of

@@ -16,11 +16,13 @@ from pathlib import Path
 
 import numpy as np
 
-from codecomplete.engine.completion import CONTEXT_WEIGHT, Candidate, EngineStats
-from codecomplete.engine.context_ngrams import ContextNgrams
+from codecomplete.engine.completion import CONTEXT_WEIGHT, Candidate, EngineStats, project_caches
+from codecomplete.engine.context_ngrams import ContextNgrams, NextTokenCache
 from codecomplete.engine.decoding import loop_period
 from codecomplete.engine.errors import CodecompleteError
 from codecomplete.engine.healing import TokenHealer, remaining, worth_healing
+from codecomplete.engine.prompt import snippet_ids
+from codecomplete.engine.repo_context import RepoContext
 from codecomplete.engine.stops import StopRule, tidy
 from codecomplete.engine.tokenizer import Tokenizer
 
@@ -29,6 +31,7 @@ CONFIG_FILE = "config.json"
 BACKOFF = 0.4  # score factor per context token dropped
 PROMPT_CHARS = 2000  # of the prefix: the n-grams need the last order-1 tokens, the prompt cache more
 SUFFIX_CHARS = 500  # of the suffix, for the prompt cache: about the share the model's prompt gives it
+SNIPPET_TOKENS = 116  # for retrieved snippets: what the default model's prompt gives them (a quarter of 464)
 
 
 @dataclass
@@ -155,17 +158,24 @@ class NgramCompleter:
     def clear_cache(self) -> None:
         pass  # nothing is cached between requests
 
-    def complete(self, prefix: str, suffix: str = "", *, n: int = 3, max_new_tokens: int = 48, multiline: bool = False, max_lines: int = 8, **_: object) -> list[Candidate]:
+    def complete(self, prefix: str, suffix: str = "", *, n: int = 3, max_new_tokens: int = 48, multiline: bool = False,
+                 max_lines: int = 8, repo: RepoContext | None = None, path: str | None = None, **_: object) -> list[Candidate]:
+        """As CompletionEngine.complete, with the same help: the prompt's n-grams, and with repo, the
+        same snippets (copied from, as the model's prompt holds them) and the project's n-grams."""
         t0 = time.perf_counter()
         ids = self.tokenizer.encode(prefix[-PROMPT_CHARS:]) if prefix else []
         heal = self.tokenizer.token_bytes(ids.pop()) if ids and worth_healing(self.tokenizer.token_bytes(ids[-1])) else b""
         stop = StopRule.at_cursor(prefix, multiline, max_lines)
         context = [self.tokenizer.eot_id] * (len(prefix) <= PROMPT_CHARS) + ids
-        around = ContextNgrams([*self.tokenizer.encode(suffix[:SUFFIX_CHARS]), self.tokenizer.eot_id, *context], frozenset(self.special), self.context_weight)
-        firsts = self._allowed(self._next_tokens(context, [], around), heal)[:n]
+        snippets = repo.snippets(path, prefix) if repo is not None else []
+        shown = snippet_ids(self.tokenizer, snippets, SNIPPET_TOKENS, False) if snippets else []
+        around = ContextNgrams([*self.tokenizer.encode(suffix[:SUFFIX_CHARS]), self.tokenizer.eot_id, *shown, *context],
+                               frozenset(self.special), self.context_weight)
+        caches: list[NextTokenCache] = [around, *project_caches(repo, snippets, context, path)]
+        firsts = self._allowed(self._next_tokens(context, [], caches), heal)[:n]
         best: dict[str, Candidate] = {}
         for first, score in firsts:
-            text, logprob, steps, reason = self._continue(context, first, score, heal, stop, max_new_tokens, around)
+            text, logprob, steps, reason = self._continue(context, first, score, heal, stop, max_new_tokens, caches)
             text = tidy(text, suffix)
             if text and (text not in best or logprob / steps > best[text].score):
                 best[text] = Candidate(text, logprob / steps, reason)
@@ -183,21 +193,22 @@ class NgramCompleter:
             kept = [(self.healer.id_of[pending], 0.0)]
         return kept
 
-    def _next_tokens(self, context: list[int], out: list[int], around: ContextNgrams) -> list[tuple[int, float]]:
+    def _next_tokens(self, context: list[int], out: list[int], caches: list[NextTokenCache]) -> list[tuple[int, float]]:
         """The n-gram's next tokens, mixed with the prompt's own n-grams as the engine mixes them."""
         scored = self.model.next_tokens(context + out)
-        found = around.cached(out) if around.weight > 0 else None
-        if found is None:
+        found = [hit for c in caches if c.weight > 0 and (hit := c.cached(out)) is not None]
+        if not found:
             return scored
-        lam, dist = found
+        lam = sum(share for share, _ in found)
         norm = sum(math.exp(s) for _, s in scored) or 1.0
         probs = {t: (1 - lam) * math.exp(s) / norm for t, s in scored}
-        for t, q in dist.items():
-            probs[t] = probs.get(t, 0.0) + lam * q
+        for share, dist in found:
+            for t, q in dist.items():
+                probs[t] = probs.get(t, 0.0) + share * q
         return sorted(((t, math.log(p)) for t, p in probs.items()), key=lambda kv: -kv[1])
 
     def _continue(self, context: list[int], token: int, score: float, heal: bytes, stop: StopRule, budget: int,
-                  around: ContextNgrams) -> tuple[str, float, int, str]:
+                  caches: list[NextTokenCache]) -> tuple[str, float, int, str]:
         out, raw, pending, logprob = [], bytearray(), heal, 0.0
         for _ in range(budget):
             out.append(token)
@@ -210,7 +221,7 @@ class NgramCompleter:
                 return text[:cut], logprob, len(out), "stop"
             if loop_period(out):
                 return text, logprob, len(out), "loop"
-            scored = self._next_tokens(context, out, around)
+            scored = self._next_tokens(context, out, caches)
             if not pending and (not scored or scored[0][0] in self.special):
                 return text, logprob, len(out), "eos"
             nxt = self._allowed(scored, pending)

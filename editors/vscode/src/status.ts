@@ -12,6 +12,7 @@ export interface ServerStatus {
   error: string | null;
   settings: Record<string, unknown>;
   latencies: { kind: string; serverMs: number; items: number }[];
+  workspace?: { folder: string; files: number; mb: number; index: { tokens: number; build_s: number } | null }[];
 }
 
 const POLL_MS = 500;
@@ -98,6 +99,10 @@ export function summary(s: ServerStatus, last?: { kind: string; ms: number }): s
   if (s.error) parts.push(s.error);
   const server = s.latencies.at(-1);
   if (last) parts.push(`Last ${last.kind}: ${last.ms} ms in the editor${server ? `, ${Math.round(server.serverMs)} ms in the server` : ''}.`);
+  for (const f of s.workspace ?? []) {
+    const index = f.index ? `, ${f.index.tokens.toLocaleString()} tokens indexed in ${f.index.build_s.toFixed(1)} s` : ', indexing';
+    parts.push(`Repository context of ${path.basename(f.folder)}: ${f.files} files (${f.mb} MB)${index}.`);
+  }
   return parts.join(' ');
 }
 

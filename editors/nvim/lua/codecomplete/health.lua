@@ -102,6 +102,16 @@ local function check_model(plugin, cfg)
   end
   health.ok(('checkpoint loads: %s (%.1fM parameters, %.0f ms)'):format(m.checkpoint, m.params / 1e6, m.loadMs))
   health.ok(('device: %s (setting: %s)'):format(m.device, status.settings and status.settings.device or '?'))
+  if status.settings and status.settings.repoContext == false then
+    return health.info('repository context is off (repo_context = false)')
+  end
+  local folders = type(status.workspace) == 'table' and status.workspace or {}
+  if #folders == 0 then
+    health.info('repository context: no workspace folder (open a file inside a project with a root marker)')
+  end
+  for _, f in ipairs(folders) do
+    health.ok(plugin.format_index(f))
+  end
 end
 
 function M.check()

@@ -144,6 +144,13 @@ function M.status(bufnr, timeout_ms)
   return r.result, r.err and r.err.message
 end
 
+--- One workspace folder's repository context, as :CodecompleteStatus and :checkhealth say it.
+function M.format_index(f)
+  local index = type(f.index) == 'table'
+      and ('%d tokens, built in %.1f s'):format(f.index.tokens, f.index.build_s) or 'not built yet'
+  return ('context %s: %d files, %.1f MB; %s'):format(f.folder, f.files, f.mb, index)
+end
+
 --- What :CodecompleteStatus prints.
 function M.format_status(s)
   local lines = { ('codecomplete-lsp %s: %s'):format(s.version, s.ready and 'ready' or 'no model loaded') }
@@ -157,6 +164,9 @@ function M.format_status(s)
   local last = type(s.latencies) == 'table' and s.latencies[#s.latencies]
   if last then
     lines[#lines + 1] = ('latency %.0f ms (%s, %d items)'):format(last.serverMs, last.kind, last.items)
+  end
+  for _, f in ipairs(type(s.workspace) == 'table' and s.workspace or {}) do
+    lines[#lines + 1] = M.format_index(f)
   end
   local keys = vim.tbl_keys(s.settings or {})
   table.sort(keys)
