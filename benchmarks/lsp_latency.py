@@ -13,6 +13,10 @@ and the time spent in the handler; the differences are the protocol overhead:
 
     python benchmarks/lsp_latency.py                                   # small preset, random weights
     python benchmarks/lsp_latency.py --checkpoint runs/small/best --method inline --chars 400
+    python benchmarks/lsp_latency.py --checkpoint models/default --workspace "$(python -c 'import sysconfig; print(sysconfig.get_paths()["stdlib"])')"
+
+With --workspace, the folder is the editor's workspace (the file typed should be in it): the
+server indexes it first, and every request carries its repository context.
 """
 from __future__ import annotations
 
@@ -102,6 +106,7 @@ def main() -> None:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--threads", type=int, default=0, help="torch threads in the server (0: its choice)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--workspace", type=Path, help="a workspace folder: repository context on (default: none, off)")
     args = ap.parse_args()
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -117,18 +122,24 @@ def main() -> None:
         env = {k: v for k, v in os.environ.items() if k != "CODECOMPLETE_CHECKPOINT"}
         client = Client([*cmd, "--log-level", "warning"], env)
         options = {"checkpoint": str(checkpoint), "device": args.device, "threads": args.threads,
-                   "minScore": -1e9, "acceptanceLog": False, "timeoutMs": 60_000}
-        client.request("initialize", {"processId": os.getpid(), "rootUri": None, "capabilities": {},
+                   "minScore": -1e9, "acceptanceLog": False, "timeoutMs": 60_000, "repoContextMaxMb": 64}
+        root = args.workspace.resolve().as_uri() if args.workspace else None
+        client.request("initialize", {"processId": os.getpid(), "rootUri": root, "capabilities": {},
                                       "initializationOptions": options})
         client.notify("initialized", {})
         t0 = time.perf_counter()
-        while not (status := client.status())["ready"]:
+        indexed = (lambda s: s["workspace"] and s["workspace"][0]["index"] and not s["workspace"][0]["index"]["stale"]) \
+            if args.workspace else (lambda s: True)
+        while not ((status := client.status())["ready"] and indexed(status)):
             if status["error"]:
                 raise SystemExit(status["error"])
             time.sleep(0.05)
         model = status["model"]
         print(f"model {model['checkpoint']}  {model['params'] / 1e6:.1f}M params on {model['device']}, "
               f"loaded and warmed up in {time.perf_counter() - t0:.1f} s")
+        for folder in status["workspace"]:
+            print(f"workspace {folder['folder']}: {folder['files']} files, {folder['mb']} MB; "
+                  f"index of {folder['index']['tokens']:,} tokens built in {folder['index']['build_s']:.1f} s")
 
         uri = args.file.resolve().as_uri()
         client.notify("textDocument/didOpen", {"textDocument": {"uri": uri, "languageId": "python", "version": 1, "text": doc}})

@@ -14,7 +14,14 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from codecomplete.engine.project_ngrams import ProjectNgrams
-from codecomplete.engine.retrieval import FileWindows, Snippet, SnippetIndex, WindowShape, query_lines
+from codecomplete.engine.retrieval import (
+    FileWindows,
+    Snippet,
+    SnippetIndex,
+    Vocabulary,
+    WindowShape,
+    query_lines,
+)
 from codecomplete.engine.tokenizer import Tokenizer
 
 
@@ -37,7 +44,7 @@ class RepoContextConfig:
 @dataclass(frozen=True)
 class _Analysed:
     windows: FileWindows  # holds the text
-    ids: np.ndarray  # int32 token ids: a Python list would take 9x the memory
+    ids: np.ndarray  # int32 token ids (a Python list would take 9x the memory), for the n-grams
 
 
 @dataclass(frozen=True)
@@ -52,7 +59,7 @@ class RepoContext:
         self.tokenizer, self.config = tokenizer, config or RepoContextConfig()
         self._files: dict[str, str] = {}
         self._analysed: dict[str, _Analysed] = {}
-        self._vocab: dict[str, int] = {}  # identifier -> id, for retrieval; grows, never renumbers
+        self._words = Vocabulary.of(tokenizer)
         c = self.config
         self._shape = WindowShape(c.window, c.match, c.stride)
         self._lock = threading.Lock()
@@ -79,14 +86,14 @@ class RepoContext:
         t0 = time.perf_counter()
         with self._lock:
             files, version = dict(self._files), self._version
-        analysed = {}
-        for path, text in sorted(files.items()):
-            done = self._analysed.get(path)
-            if done is None or done.windows.text != text:
-                ids = np.asarray(self.tokenizer.encode(text) if self.config.project_ngrams else [], dtype=np.int32)
-                done = _Analysed(FileWindows.of(text, self._shape, self._vocab), ids)
-            analysed[path] = done
-        self._analysed = analysed
+        changed = [p for p, text in files.items() if p not in self._analysed or self._analysed[p].windows.text != text]
+        for start in range(0, len(changed), 256):  # tokenized in parallel, a batch at a time
+            batch = changed[start : start + 256]
+            for path, ids in zip(batch, self.tokenizer.encode_batch([files[p] for p in batch])):
+                ids = np.asarray(ids, dtype=np.int32)
+                windows = FileWindows.of(files[path], ids, self._words, self._shape)
+                self._analysed[path] = _Analysed(windows, ids if self.config.project_ngrams else ids[:0])
+        analysed = self._analysed = {p: self._analysed[p] for p in sorted(files)}
         ngrams = None
         if self.config.project_ngrams:
             budget, chosen = self.config.max_ngram_tokens, []
@@ -95,7 +102,7 @@ class RepoContext:
                     chosen.append((path, a.ids))
                     budget -= len(a.ids)
             ngrams = ProjectNgrams.build(chosen, self.tokenizer.vocab_size)
-        index = SnippetIndex({p: a.windows for p, a in analysed.items()}, self._vocab, self._shape)
+        index = SnippetIndex({p: a.windows for p, a in analysed.items()}, self.tokenizer.vocab_size, self._shape)
         stats = {"files": len(analysed), "windows": index.windows, "tokens": ngrams.tokens if ngrams else 0,
                  "ngram_mb": ngrams.nbytes / 2**20 if ngrams else 0.0, "build_s": time.perf_counter() - t0,
                  "built_at": time.time()}
@@ -104,10 +111,14 @@ class RepoContext:
 
     def snippets(self, path: str | None, prefix: str) -> list[Snippet]:
         """The windows of other files most like the lines before the cursor's line."""
+        return self.retrieve(path, query_lines(prefix, self.config.query))
+
+    def retrieve(self, path: str | None, query: str) -> list[Snippet]:
+        """The windows of files other than path most like query."""
         snap, c = self.snapshot, self.config
-        if snap is None or not c.snippets:
+        if snap is None or not c.snippets or not query:
             return []
-        return snap.snippets.query(query_lines(prefix, c.query), c.max_snippets, path, c.min_score)
+        return snap.snippets.query(self._words.names(self.tokenizer.encode(query)), c.max_snippets, path, c.min_score)
 
     def describe(self) -> dict[str, object]:
         snap = self.snapshot

@@ -2,13 +2,16 @@
 
 Sparse retrieval as RepoCoder and Copilot's neighbouring tabs do it, matched on what comes before
 and returned with what comes after: each file is cut into windows of `window` lines every `stride`
-lines; a window is known by the identifiers of its first `match` lines, and the query is the
-identifiers of the last few whole lines before the cursor. The best window's later lines are
-what followed code like the user's, the lines most likely to be written next (CrossCodeEval uses
-the chunk after the hit the same way). Jaccard similarity ranks; identifiers found in more than
-a fifth of the windows (and in more than 20: `self`, `os`, `name`) are left out on both sides, as
-they match everything. Everything is numpy arrays: an inverted index (identifier -> windows) makes
-a query one bincount over the postings of its identifiers.
+lines; a window is known by the names in its first `match` lines, and the query is the names in
+the last few whole lines before the cursor. The best window's later lines are what followed code
+like the user's, the lines most likely to be written next (CrossCodeEval uses the chunk after the
+hit the same way). Jaccard similarity ranks.
+
+The names are the tokenizer's word tokens (`load`, `_config`, ` path`: identifier pieces of two or
+more characters, keywords left out), so the token ids the project's n-grams need anyway give the
+windows too, without a Python object per name: a window of 2,000 files builds in numpy. Names in
+more than a fifth of the windows (and more than 20: `self`, `os`, `name`) are left out on both
+sides, as they match everything. An inverted index (name -> windows) makes a query one bincount.
 """
 from __future__ import annotations
 
@@ -19,13 +22,34 @@ from dataclasses import dataclass
 
 import numpy as np
 
-IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-STOPWORDS = frozenset(keyword.kwlist) | {"self", "cls"}
-COMMON = 0.2  # of all windows: an identifier found in more says nothing about which one fits
+from codecomplete.engine.tokenizer import Tokenizer
+
+WORD = re.compile(rb" ?[A-Za-z_][A-Za-z0-9_]+")
+STOPWORDS = {w.encode() for w in keyword.kwlist} | {b"self", b"cls"}
+COMMON = 0.2  # of all windows: a name found in more says nothing about which one fits
 
 
-def identifiers(text: str) -> set[str]:
-    return set(IDENTIFIER.findall(text)) - STOPWORDS
+@dataclass(frozen=True)
+class Vocabulary:
+    """Per token id: is it a name, and how many line breaks it holds."""
+
+    words: np.ndarray  # (V,) bool
+    newlines: np.ndarray  # (V,) int32
+    canonical: np.ndarray  # (V,) the id of the same name without its leading space, where there is one
+
+    @classmethod
+    def of(cls, tokenizer: Tokenizer) -> Vocabulary:
+        pieces = [b"" if i in tokenizer.control_ids else tokenizer.token_bytes(i) for i in range(tokenizer.vocab_size)]
+        words = [bool(WORD.fullmatch(p)) and p.strip() not in STOPWORDS for p in pieces]
+        bare = {p: i for i, p in enumerate(pieces) if p and not p.startswith(b" ")}
+        canonical = [bare.get(p[1:], i) if p.startswith(b" ") else i for i, p in enumerate(pieces)]
+        return cls(np.asarray(words, dtype=bool), np.asarray([p.count(b"\n") for p in pieces], dtype=np.int32),
+                   np.asarray(canonical, dtype=np.int64))
+
+    def names(self, ids: np.ndarray) -> np.ndarray:
+        """The distinct names among token ids: `path` and ` path` are one."""
+        ids = np.asarray(ids, dtype=np.int64)
+        return np.unique(self.canonical[ids[self.words[ids]]])
 
 
 @dataclass(frozen=True)
@@ -50,30 +74,29 @@ class FileWindows:
     text: str
     line_starts: np.ndarray  # offset of each line in text, then len(text)
     starts: np.ndarray  # first line of each window
-    pairs: np.ndarray  # (P, 2) unique (window, identifier id) of each window's first `match` lines
+    pairs: np.ndarray  # (P, 2) unique (window, name) of each window's first `match` lines
 
     @classmethod
-    def of(cls, text: str, shape: WindowShape, vocab: dict[str, int]) -> FileWindows:
-        """vocab: identifier -> id, shared by a project's files and grown here."""
+    def of(cls, text: str, ids: np.ndarray, vocab: Vocabulary, shape: WindowShape) -> FileWindows:
+        """ids: text's token ids."""
         breaks = [m.end() for m in re.finditer("\n", text)]
         line_starts = np.asarray([0, *breaks, *([] if text.endswith("\n") or not text else [len(text)])], dtype=np.int64)
         lines = len(line_starts) - 1
         starts = np.arange(0, max(lines - shape.window, 0) + 1, shape.stride, dtype=np.int64) if lines else np.empty(0, np.int64)
         if len(starts) and starts[-1] + shape.window < lines:
             starts = np.append(starts, lines - shape.window)  # the file's last lines get a window too
-        found = [(m.start(), m.group()) for m in IDENTIFIER.finditer(text) if m.group() not in STOPWORDS]
-        if not found or not len(starts):
+        ids = np.asarray(ids, dtype=np.int64)
+        line = np.cumsum(vocab.newlines[ids]) - vocab.newlines[ids]  # the line each token starts on
+        named = vocab.words[ids]
+        ids, line = vocab.canonical[ids[named]], line[named]
+        if not len(ids) or not len(starts):
             return cls(text, line_starts, starts, np.empty((0, 2), dtype=np.int64))
-        at = np.asarray([p for p, _ in found], dtype=np.int64)
-        ids = np.asarray([vocab.setdefault(n, len(vocab)) for _, n in found], dtype=np.int64)
-        line = np.searchsorted(line_starts, at, side="right") - 1
         # window w holds line L in its match lines when starts[w] <= L < starts[w] + match
         first = np.searchsorted(starts, line - shape.match, side="right")
-        last = np.searchsorted(starts, line, side="right")
-        count = last - first
+        count = np.searchsorted(starts, line, side="right") - first
         window = np.repeat(first, count) + np.arange(count.sum()) - np.repeat(np.cumsum(count) - count, count)
-        pairs = np.unique(np.stack([window, np.repeat(ids, count)], axis=1), axis=0)
-        return cls(text, line_starts, starts, pairs)
+        key = np.unique((window << 32) | np.repeat(ids, count))
+        return cls(text, line_starts, starts, np.stack([key >> 32, key & 0xFFFFFFFF], axis=1))
 
     def lines(self, first: int, count: int) -> str:
         last = min(first + count, len(self.line_starts) - 1)
@@ -81,8 +104,8 @@ class FileWindows:
 
 
 class SnippetIndex:
-    def __init__(self, files: Mapping[str, FileWindows], vocab: Mapping[str, int], shape: WindowShape) -> None:
-        self.shape, self.vocab, self.paths = shape, vocab, list(files)
+    def __init__(self, files: Mapping[str, FileWindows], vocab_size: int, shape: WindowShape) -> None:
+        self.shape, self.paths = shape, list(files)
         self.file_of = {p: i for i, p in enumerate(self.paths)}
         self.files = [files[p] for p in self.paths]
         counts = np.asarray([len(f.starts) for f in self.files], dtype=np.int64)
@@ -90,29 +113,28 @@ class SnippetIndex:
         self.owner = np.repeat(np.arange(len(self.files)), counts)
         self.start = np.concatenate([f.starts for f in self.files]) if self.files else np.empty(0, np.int64)
         pairs = [f.pairs + [off, 0] for f, off in zip(self.files, offsets) if len(f.pairs)]
-        window, ident = np.concatenate(pairs).T if pairs else (np.empty(0, np.int64), np.empty(0, np.int64))
-        df = np.bincount(ident, minlength=len(vocab))
-        self.informative = df <= max(COMMON * self.windows, 20)
-        keep = self.informative[ident]
-        window, ident = window[keep], ident[keep]
+        window, name = np.concatenate(pairs).T if pairs else (np.empty(0, np.int64), np.empty(0, np.int64))
+        self.informative = np.bincount(name, minlength=vocab_size) <= max(COMMON * self.windows, 20)
+        keep = self.informative[name]
+        window, name = window[keep], name[keep]
         self.sizes = np.bincount(window, minlength=self.windows)
-        order = np.argsort(ident, kind="stable")
-        self.postings = window[order]  # windows of identifier t: postings[offsets[t]:offsets[t + 1]]
-        self.offsets = np.searchsorted(ident[order], np.arange(len(vocab) + 1))
+        order = np.argsort(name, kind="stable")
+        self.postings = window[order]  # windows of name t: postings[offsets[t]:offsets[t + 1]]
+        self.offsets = np.searchsorted(name[order], np.arange(vocab_size + 1))
 
     @property
     def windows(self) -> int:
         return len(self.start)
 
-    def query(self, text: str, k: int, exclude: str | None = None, min_score: float = 0.0) -> list[Snippet]:
-        """Up to k windows most like text, best first, at most one per file, none of `exclude`."""
-        ids = sorted(t for n in identifiers(text) if (t := self.vocab.get(n, -1)) >= 0 and t < len(self.informative)
-                     and self.informative[t])
-        if not ids or not self.windows:
+    def query(self, names: np.ndarray, k: int, exclude: str | None = None, min_score: float = 0.0) -> list[Snippet]:
+        """Up to k windows most like the query's names (Vocabulary.names), best first, at most one
+        per file, none of `exclude`."""
+        names = names[self.informative[names]]
+        if not len(names) or not self.windows:
             return []
-        hits = np.concatenate([self.postings[self.offsets[t] : self.offsets[t + 1]] for t in ids])
+        hits = np.concatenate([self.postings[self.offsets[t] : self.offsets[t + 1]] for t in names])
         inter = np.bincount(hits, minlength=self.windows)
-        score = inter / np.maximum(len(ids) + self.sizes - inter, 1)
+        score = inter / np.maximum(len(names) + self.sizes - inter, 1)
         if exclude in self.file_of:
             score[self.owner == self.file_of[exclude]] = 0.0
         out: list[Snippet] = []

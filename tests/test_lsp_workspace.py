@@ -74,6 +74,10 @@ async def test_a_name_only_another_file_defines_is_completed(client: LanguageCli
     open_doc(client, APP, uri=uri)
     result = await complete(client, 3, len(APP.splitlines()[-1]), uri=uri)
     assert result.items and result.items[0].text_edit.new_text == NAME, result.items
+    elsewhere = (project.parent / "elsewhere.py").as_uri()  # in no workspace folder: no context
+    open_doc(client, APP, uri=elsewhere)
+    outside = await complete(client, 3, len(APP.splitlines()[-1]), uri=elsewhere)
+    assert NAME not in [item.text_edit.new_text for item in outside.items]
     set_settings(client, {"codecomplete": {"repoContext": False}})
     await wait_for(client, lambda s: not s["workspace"])
     without = await complete(client, 3, len(APP.splitlines()[-1]), uri=uri)

@@ -131,3 +131,54 @@ def test_eval_windows_do_not_overlap(prepared: dict[str, Path]) -> None:
 def test_meta_is_plain_json(prepared: dict[str, Path]) -> None:
     meta = json.loads((prepared["data"] / "meta.json").read_text())
     assert set(meta["special_ids"]) == {"eot", "file_sep", "fim_prefix", "fim_suffix", "fim_middle"}
+
+
+# -- repository-level examples -------------------------------------------------------------------
+def repo_rows() -> list[dict[str, str]]:
+    """Two repositories of helper/user pairs: each user file calls its repository's helper."""
+    rows = []
+    for r in range(2):
+        for i in range(4):
+            name = f"load_record_{r}_{i}"
+            rows.append({"repo": f"org/r{r}", "path": f"helpers{i}.py",
+                         "content": f"def {name}(path, strict):\n    with open(path) as f:\n        return parse(f, strict)\n" * 3})
+            rows.append({"repo": f"org/r{r}", "path": f"user{i}.py",
+                         "content": f"import helpers{i}\n\nrecord = helpers{i}.{name}(path, strict)\n" * 3})
+    return rows
+
+
+def test_repository_level_examples_put_snippets_of_the_same_repo_and_split_in_front(tmp_path: Path,
+                                                                                     prepared: dict[str, Path]) -> None:
+    rows = repo_rows()
+    pq.write_table(pa.Table.from_pylist(rows), tmp_path / "ds.parquet")
+    cfg = PrepareConfig(val_fraction=0.25, split_by="file", repo_context=1.0, repo_chunk_tokens=40)
+    meta = prepare(tmp_path / "ds.parquet", prepared["tokenizer"], tmp_path / "out", cfg)
+    tok = Tokenizer.from_file(prepared["tokenizer"])
+    sep = "<|file_separator|>"
+    train, val = split_documents(tmp_path / "out", "train", tok), split_documents(tmp_path / "out", "val", tok)
+    assert meta["repo_context"]["examples"] == len(train) + len(val) > len(rows)  # files cut into 40-token chunks
+    val_files = choose_val_groups({f"{r['repo']}/{r['path']}" for r in rows}, 0.25)
+    headed = [d for d in train if d.startswith(sep)]
+    assert headed and all(d.count(sep) >= 2 for d in headed)  # snippet(s), then the file's chunk
+    for doc in headed:
+        *snippets, chunk = doc.split(sep)[1:]
+        repo = "0" if "_0_" in doc else "1"
+        for s in snippets:
+            path, text = s.split("\n", 1)
+            assert f"_{repo}_" in text and f"_{1 - int(repo)}_" not in text  # its own repository's
+            assert f"org/r{repo}/{path}" not in val_files  # never a validation file
+    assert {d.split(sep)[-1] for d in train} and all(sep not in d or d.startswith(sep) for d in train + val)
+
+
+def test_fill_in_the_middle_keeps_a_repository_level_head_in_front() -> None:
+    t = FimTokens(prefix=90, suffix=91, middle=92, eot=0, file_sep=93)
+    doc = np.array([93, 7, 7, 93, 1, 2, 3, 4, 5, 6])
+    out = apply_fim(doc, np.random.default_rng(0), 1.0, t)
+    assert out[:4].tolist() == [93, 7, 7, 93] and out[4:6].tolist() == [90, 91]  # head, then SPM
+    assert len(out) == len(doc) and 92 in out[6:] and set(out[6:].tolist()) <= {1, 2, 3, 4, 5, 6, 92}
+
+
+def test_repo_context_needs_repositories(tmp_path: Path, prepared: dict[str, Path]) -> None:
+    pq.write_table(pa.Table.from_pylist([{"content": "x = 1\n" * 20}] * 4), tmp_path / "ds.parquet")
+    with pytest.raises(CodecompleteError, match="repo and path columns"):
+        prepare(tmp_path / "ds.parquet", prepared["tokenizer"], tmp_path / "out", PrepareConfig(repo_context=0.5))

@@ -248,3 +248,18 @@ def test_nan_steps_after_the_rollback_give_up_with_a_clear_message(prepared: dic
     with pytest.raises(CodecompleteError, match=r"3 steps in a row .*NaN.* again after rolling back .*--lr"):
         trainer.run()
     assert load_checkpoint(tmp_path / "run" / "last").provenance["step"] == 3
+
+
+def test_a_model_trained_on_repository_level_examples_gets_its_snippets_as_files(prepared: dict[str, Path],
+                                                                                  tmp_path: Path) -> None:
+    from codecomplete.engine.completion import CompletionEngine
+    from codecomplete.train.prepare import PrepareConfig, prepare
+
+    data = tmp_path / "data"
+    cfg = PrepareConfig(val_fraction=0.2, repo_context=1.0, repo_chunk_tokens=24, repo_snippet_tokens=8)
+    assert prepare(prepared["corpus"], prepared["tokenizer"], data, cfg)["repo_context"]["examples"] > 0
+    Trainer(tiny_config(prepared, tmp_path / "run", data=str(data), max_steps=3)).run()
+    assert load_checkpoint(tmp_path / "run" / "last").provenance["repo_context"] is True
+    assert CompletionEngine.from_checkpoint(tmp_path / "run" / "last", "cpu").file_sep
+    Trainer(tiny_config(prepared, tmp_path / "plain", max_steps=3)).run()
+    assert not CompletionEngine.from_checkpoint(tmp_path / "plain" / "last", "cpu").file_sep

@@ -41,8 +41,11 @@ def test_a_walk_keeps_the_project_and_skips_what_users_expect_skipped(tmp_path: 
     assert result.skipped == {"over 1 MB": 1, "not UTF-8": 1, "binary": 1}
 
 
-def test_hostile_trees_are_skipped_never_raised(tmp_path: Path) -> None:
-    write(tmp_path, {"ok.py": "A = 1\n", "loop/inner.py": "B = 2\n"})
+def test_hostile_trees_are_skipped_never_raised(tmp_path: Path, monkeypatch) -> None:
+    write(tmp_path, {"ok.py": "A = 1\n", "loop/inner.py": "B = 2\n", "secret.py": "S = 1\n"})
+    real = Path.read_bytes
+    monkeypatch.setattr(Path, "read_bytes", lambda self: (_ for _ in ()).throw(PermissionError(13, "denied"))
+                        if self.name == "secret.py" else real(self))  # root reads anything: refuse it here
     (tmp_path / "loop" / "again").symlink_to(tmp_path, target_is_directory=True)  # a symlink loop
     (tmp_path / "outside.py").symlink_to("/etc/hostname")  # a file of somewhere else
     os.mkfifo(tmp_path / "pipe.py")  # reading it would block forever
@@ -50,7 +53,7 @@ def test_hostile_trees_are_skipped_never_raised(tmp_path: Path) -> None:
         f.truncate(50 * 2**20)  # 50 MB, sparse: never read
     result = scan(tmp_path, Limits())
     assert names(tmp_path, result.texts) == {"ok.py", "loop/inner.py"}
-    assert result.skipped == {"symlink": 1, "not a regular file": 1, "over 1 MB": 1}
+    assert result.skipped == {"symlink": 1, "not a regular file": 1, "over 1 MB": 1, "unreadable": 1}
 
 
 def test_a_folder_removed_while_it_is_walked_is_counted_and_skipped(tmp_path: Path, monkeypatch) -> None:

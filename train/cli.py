@@ -132,16 +132,22 @@ def dedupe_cmd(
 
 
 # -- prepare ---------------------------------------------------------------------------------
-def run_prepare(corpus: Path, tokenizer: Path, out: Path, val_fraction: float = 0.05, split_by: str = "auto", text_column: str | None = None, overwrite: bool = False) -> dict:
+def run_prepare(corpus: Path, tokenizer: Path, out: Path, val_fraction: float = 0.05, split_by: str = "auto", text_column: str | None = None,
+                overwrite: bool = False, repo_context: float = 0.0) -> dict:
     from codecomplete.train.corpus import count_documents
     from codecomplete.train.prepare import PrepareConfig, prepare
 
-    cfg = PrepareConfig(val_fraction=val_fraction, split_by=split_by, text_column=text_column, overwrite=overwrite)
+    if not 0 <= repo_context <= 1:
+        raise CodecompleteError(f"--repo-context is a share of files, from 0 to 1, not {repo_context}")
+    cfg = PrepareConfig(val_fraction=val_fraction, split_by=split_by, text_column=text_column, overwrite=overwrite,
+                        repo_context=repo_context)
     with make_progress("docs") as progress:
         task = progress.add_task("prepare", total=count_documents(corpus))
         meta = prepare(corpus, tokenizer, out, cfg, on_docs=lambda n: progress.advance(task, n))
     for split, s in meta["splits"].items():
         console.print(f"{split}: {s['documents']:,} files, {s['tokens']:,} tokens, {s['bytes'] / max(s['tokens'], 1):.2f} bytes/token")
+    if meta["repo_context"]:
+        console.print(f"{meta['repo_context']['examples']:,} repository-level examples (snippets of their repository in front)")
     console.print(f"wrote {meta['dtype']} shards, tokenizer.json and meta.json to {out} (split by {meta['split_by']})")
     return meta
 
@@ -155,9 +161,10 @@ def prepare_cmd(
     split_by: Annotated[str, typer.Option(help="auto, repo or file: the unit that goes wholly to one split (auto: repo when there are 20+ repos).")] = "auto",
     text_column: Annotated[str | None, typer.Option(help="Column holding the code (default: content, text or code).")] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace data already prepared in --out.")] = False,
+    repo_context: Annotated[float, typer.Option(help="Share of files (0-1) written as repository-level examples: in chunks, each behind snippets of the other files of its repository, as the engine's prompt puts them; a model trained so reads repository context better.")] = 0.0,
 ) -> None:
     """Encode the corpus into train/validation token shards."""
-    run_prepare(corpus, tokenizer, out, val_fraction, split_by, text_column, overwrite)
+    run_prepare(corpus, tokenizer, out, val_fraction, split_by, text_column, overwrite, repo_context)
 
 
 # -- train -----------------------------------------------------------------------------------

@@ -24,6 +24,7 @@ class FimTokens:
     middle: int
     eot: int
     order: str = "spm"  # the tokenizer's (engine/tokenizer.py): "psm" for Hugging Face code models
+    file_sep: int = -1  # ends the snippets of a repository-level example (train/prepare.py); -1: none
 
 
 def fim_permute(doc: np.ndarray, rng: np.random.Generator, t: FimTokens) -> np.ndarray:
@@ -49,7 +50,9 @@ def apply_fim(window: np.ndarray, rng: np.random.Generator, rate: float, t: FimT
     for end in [*np.flatnonzero(window == t.eot).tolist(), len(window)]:
         piece = window[start:end]
         if len(piece) > 1 and rng.random() < rate:
-            piece = fim_permute(piece, rng, t)
+            # A repository-level example's snippets stay in front, as in the engine's prompt.
+            head = int(np.flatnonzero(piece == t.file_sep)[-1]) + 1 if t.file_sep >= 0 and (piece == t.file_sep).any() else 0
+            piece = np.concatenate([piece[:head], fim_permute(piece[head:], rng, t)]) if len(piece) - head > 1 else piece
         pieces.append(piece)
         if end < len(window):
             pieces.append(window[end : end + 1])

@@ -28,6 +28,7 @@ from codecomplete.engine.tokenizer import Tokenizer
 from codecomplete.train import distributed, run_folder
 from codecomplete.train.data import FimTokens, TokenShards, batch_rng
 from codecomplete.train.muon import Muon
+from codecomplete.train.prepare import read_meta
 
 CONFIG_FILE = "train_config.json"
 METRICS_FILE = "metrics.jsonl"
@@ -156,6 +157,8 @@ class Trainer:
         self.out, data = Path(cfg.out), Path(cfg.data)
         self.tokenizer = Tokenizer.from_file(data / "tokenizer.json")
         self.train_data, self.val_data = TokenShards(data, "train"), TokenShards(data, "val")
+        # Repository-level examples teach the snippet layout the engine then uses (engine/prompt.py).
+        self.repo_context = bool(read_meta(data).get("repo_context"))
         model_config, start = initial_model(cfg, self.tokenizer, data)
         for shards in (self.train_data, self.val_data):
             shards.check_fits(model_config.block_size)
@@ -163,7 +166,7 @@ class Trainer:
         if cfg.fim_rate > 0 and not self.tokenizer.has_fim:
             raise CodecompleteError(f"the tokenizer of {data} has no fill-in-the-middle tokens; pass --fim-rate 0")
         self.fim = None if not self.tokenizer.has_fim else FimTokens(
-            ids["fim_prefix"], ids["fim_suffix"], ids["fim_middle"], ids["eot"], self.tokenizer.fim_order)
+            ids["fim_prefix"], ids["fim_suffix"], ids["fim_middle"], ids["eot"], self.tokenizer.fim_order, ids.get("file_sep", -1))
 
         self.step, self.elapsed, self.best_val, self.bad_steps, self.lr_scale = 0, 0.0, math.inf, 0, 1.0
         # Counted, not step x tokens_per_step: a resumed run may go on with another --grad-accum.
@@ -219,7 +222,8 @@ class Trainer:
     def _provenance(self, metrics: dict[str, float]) -> dict[str, Any]:
         c = self.cfg
         return {"step": self.step, "tokens_seen": self.tokens_seen, **metrics, "data": portable_path(c.data, self.out),
-                "preset": c.preset, "fim_rate": c.fim_rate, **({"init_from": c.init_from} if c.init_from else {})}
+                "preset": c.preset, "fim_rate": c.fim_rate, **({"init_from": c.init_from} if c.init_from else {}),
+                **({"repo_context": True} if self.repo_context else {})}
 
     def _save(self, metrics: dict[str, float], best: bool) -> None:
         """Every rank calls this (FSDP gathers the weights); rank 0 writes, and all learn whether it could."""

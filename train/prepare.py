@@ -3,6 +3,12 @@
 Each split is a stream of documents, each followed by end-of-text, in flat uint16/uint32
 files. A document lives in exactly one split, so no training window can hold validation text.
 Beside the shards: the copy index of the training split (engine/copy_index.py).
+
+With `repo_context` > 0, that share of the files becomes repository-level examples: the file in
+chunks, each behind snippets retrieved from the other files of its repository and split, the
+way the engine retrieves them and in the layout its prompt uses for a model trained so:
+    (<file_sep> path \n snippet)... <file_sep> chunk <eot>
+Fill-in-the-middle (train/data.py) leaves the snippets in front and rearranges the chunk.
 """
 from __future__ import annotations
 
@@ -17,6 +23,8 @@ import numpy as np
 
 from codecomplete.engine.copy_index import INDEX_FILE, MIN_LINE_CHARS, STRIDE, WINDOW, CopyIndex, line_hashes
 from codecomplete.engine.errors import CodecompleteError
+from codecomplete.engine.prompt import snippet_ids
+from codecomplete.engine.repo_context import RepoContext, RepoContextConfig
 from codecomplete.engine.tokenizer import Tokenizer
 from codecomplete.train.corpus import Document, iter_documents
 
@@ -35,6 +43,9 @@ class PrepareConfig:
     shard_tokens: int = 100_000_000
     batch_docs: int = 256
     overwrite: bool = False
+    repo_context: float = 0.0  # share of files written as repository-level examples
+    repo_chunk_tokens: int = 352  # of a file, per example; with the snippets, within a 512-token window
+    repo_snippet_tokens: int = 112  # what the engine gives snippets in a 512-token window (a quarter of 464)
 
 
 @dataclass
@@ -74,7 +85,8 @@ class _ShardWriter:
         self.fh = None
         self.in_shard = 0
 
-    def write(self, ids: list[int], n_bytes: int) -> None:
+    def write(self, ids: list[int], n_bytes: int, new_document: bool = True) -> None:
+        """new_document: False for the later pieces of a file written as several examples."""
         if self.fh is None or self.in_shard >= self.shard_tokens:
             self._roll()
         arr = np.asarray(ids, dtype=np.int64)
@@ -83,7 +95,7 @@ class _ShardWriter:
         arr.astype(self.dtype).tofile(self.fh)
         self.in_shard += arr.size
         self.stats.shards[-1]["tokens"] = self.in_shard
-        self.stats.documents += 1
+        self.stats.documents += new_document
         self.stats.tokens += arr.size
         self.stats.bytes += n_bytes
 
@@ -145,11 +157,20 @@ def prepare(
     dtype = token_dtype(tokenizer.vocab_size)
     writers = {s: _ShardWriter(out, s, dtype, cfg.shard_tokens) for s in SPLITS}
     train_lines: set[int] = set()  # for the copy index: lines of training files
+    contexts = repo_contexts(corpus, cfg, tokenizer, lambda d: "val" if group_key(d, split_by) in val_groups else "train")
+    examples = 0
     try:
         for batch in _batches(iter_documents(corpus, cfg.text_column), cfg.batch_docs):
             for doc, ids in zip(batch, tokenizer.encode_batch([d.text for d in batch])):
                 split = "val" if group_key(doc, split_by) in val_groups else "train"
-                writers[split].write(ids + [tokenizer.eot_id], len(doc.text.encode("utf-8")))
+                context = contexts.get((doc.repo, split))
+                if context is not None and _hash(f"repo-context:{doc.repo}/{doc.path}") / 2**64 < cfg.repo_context:
+                    pieces = repo_examples(doc, context, tokenizer, cfg)
+                    examples += len(pieces)
+                else:
+                    pieces = [ids]
+                for i, piece in enumerate(pieces):  # a file counted once, with its first piece
+                    writers[split].write(piece + [tokenizer.eot_id], len(doc.text.encode("utf-8")) if i == 0 else 0, i == 0)
                 if split == "train":
                     train_lines.update(line_hashes(doc.text))
             if on_docs:
@@ -172,11 +193,61 @@ def prepare(
         "split_by": split_by,
         "val_fraction": cfg.val_fraction,
         "splits": {s: asdict(w.stats) for s, w in writers.items()},
+        "repo_context": {"share": cfg.repo_context, "examples": examples, "chunk_tokens": cfg.repo_chunk_tokens,
+                         "snippet_tokens": cfg.repo_snippet_tokens} if cfg.repo_context > 0 else None,
         "copy_index": {"file": INDEX_FILE, "window": WINDOW, "stride": STRIDE, "min_line_chars": MIN_LINE_CHARS,
                        "windows": len(index.windows), "lines": len(index.lines)},
     }
     (out / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
     return meta
+
+
+def repo_contexts(corpus: Path, cfg: PrepareConfig, tokenizer: Tokenizer, split_of: Callable[[Document], str]
+                  ) -> dict[tuple[str, str], RepoContext]:
+    """(repository, split) -> its files' context, for repository-level examples: a snippet never
+    comes from the other split."""
+    if cfg.repo_context <= 0:
+        return {}
+    contexts: dict[tuple[str, str], RepoContext] = {}
+    config = RepoContextConfig(project_ngrams=False)
+    for doc in iter_documents(corpus, cfg.text_column):
+        if not doc.repo or not doc.path:
+            raise CodecompleteError(f"--repo-context needs repo and path columns in {corpus}; `collect` and `scrape` write both")
+        contexts.setdefault((doc.repo, split_of(doc)), RepoContext(tokenizer, config)).set_file(doc.path, doc.text)
+    for context in contexts.values():
+        context.build()
+    return contexts
+
+
+def repo_examples(doc: Document, context: RepoContext, tokenizer: Tokenizer, cfg: PrepareConfig) -> list[list[int]]:
+    """The file in chunks of whole lines, each behind the snippets its first lines retrieve."""
+    sep = tokenizer.special_ids["file_sep"]
+    out = []
+    for chunk in line_chunks(tokenizer, doc.text, cfg.repo_chunk_tokens):
+        # The engine queries with the lines before the cursor: here, the chunk's first lines.
+        snippets = context.retrieve(doc.path, "".join(chunk.splitlines(True)[: context.config.query]))
+        head = snippet_ids(tokenizer, snippets, cfg.repo_snippet_tokens, file_sep=True)
+        out.append([*head, sep, *tokenizer.encode(chunk)] if head else tokenizer.encode(chunk))
+    return out
+
+
+def line_chunks(tokenizer: Tokenizer, text: str, max_tokens: int) -> list[str]:
+    """text cut at line starts into pieces of about max_tokens tokens at most (a longer line alone)."""
+    ids, offsets = tokenizer.encode_with_offsets(text)
+    if len(ids) <= max_tokens:
+        return [text]
+    token_starts = np.asarray([a for a, _ in offsets])
+    chunks, start, budget_end = [], 0, max_tokens
+    while budget_end < len(ids):
+        cut = text.rfind("\n", start, int(token_starts[budget_end])) + 1  # the last line start within budget
+        if cut <= start:
+            cut = text.find("\n", int(token_starts[budget_end])) + 1 or len(text)  # one long line
+        chunks.append(text[start:cut])
+        start = cut
+        budget_end = int(np.searchsorted(token_starts, start)) + max_tokens
+    if start < len(text):
+        chunks.append(text[start:])
+    return chunks
 
 
 def read_meta(data: Path) -> dict:
