@@ -12,11 +12,10 @@ That costs the cache: a keystroke changes the prompt in the middle, so cached ke
 reused only up to the cursor and the suffix is computed again. A tokenizer that puts a start
 token before every text (Llama, DeepSeek-Coder) has it in place of <eot>, always.
 
-Snippets of the project's other files (engine/repo_context.py) go in front of the file, in the
-format the model was trained to read. A model trained with repository-level examples reads
+Snippets of the project's other files (engine/repo_context.py) go in front of the file, as files
+of their own where the tokenizer has a file separator (the layout `prepare --repo-context` trains):
     <eot> (<file_sep> path \n snippet)... <file_sep> <fim_prefix> <fim_suffix> suffix <fim_middle> prefix
-and any other model reads them as comments at the top of the file it is completing (RepoCoder's
-format for models never trained with them): `# path` then each line behind `# `.
+and else as comments at the top of the file (RepoCoder's format): `# path`, each line behind `# `.
 """
 from __future__ import annotations
 

@@ -32,12 +32,12 @@ class RepoContextConfig:
     window: int = 12  # lines per retrieved window ...
     match: int = 6  # ... found by its first lines (the rest is what followed them)
     stride: int = 2
-    query: int = 6  # lines before the cursor's line that retrieval matches
+    query: int = 4  # lines before the cursor's line that retrieval matches
     max_snippets: int = 2
     min_score: float = 0.15  # Jaccard below this is not worth the prompt's tokens
-    snippet_share: float = 0.25  # of the prompt's token budget, at most
+    snippet_share: float = 0.15  # of the prompt's token budget, at most: the file's own lines matter more
     ngram_weight: float = 0.4  # the most the project's n-grams may weigh against the model
-    snippet_weight: float = 0.2  # the most the retrieved snippets' own n-grams may weigh
+    snippet_weight: float = 0.4  # the most the retrieved snippets' own n-grams may weigh
     max_ngram_tokens: int = 8_000_000  # project tokens the n-gram index holds at most (~14 B each)
 
 

@@ -31,7 +31,7 @@ CONFIG_FILE = "config.json"
 BACKOFF = 0.4  # score factor per context token dropped
 PROMPT_CHARS = 2000  # of the prefix: the n-grams need the last order-1 tokens, the prompt cache more
 SUFFIX_CHARS = 500  # of the suffix, for the prompt cache: about the share the model's prompt gives it
-SNIPPET_TOKENS = 116  # for retrieved snippets: what the default model's prompt gives them (a quarter of 464)
+PROMPT_TOKENS = 464  # the default model's prompt budget (512 - 48): the snippets get repo's share of it
 
 
 @dataclass
@@ -168,7 +168,8 @@ class NgramCompleter:
         stop = StopRule.at_cursor(prefix, multiline, max_lines)
         context = [self.tokenizer.eot_id] * (len(prefix) <= PROMPT_CHARS) + ids
         snippets = repo.snippets(path, prefix) if repo is not None else []
-        shown = snippet_ids(self.tokenizer, snippets, SNIPPET_TOKENS, False) if snippets else []
+        budget = int(PROMPT_TOKENS * repo.config.snippet_share) if repo is not None else 0
+        shown = snippet_ids(self.tokenizer, snippets, budget, "file_sep" in self.tokenizer.special_ids) if snippets else []
         around = ContextNgrams([*self.tokenizer.encode(suffix[:SUFFIX_CHARS]), self.tokenizer.eot_id, *shown, *context],
                                frozenset(self.special), self.context_weight)
         caches: list[NextTokenCache] = [around, *project_caches(repo, snippets, context, path)]

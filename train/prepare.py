@@ -45,7 +45,7 @@ class PrepareConfig:
     overwrite: bool = False
     repo_context: float = 0.0  # share of files written as repository-level examples
     repo_chunk_tokens: int = 352  # of a file, per example; with the snippets, within a 512-token window
-    repo_snippet_tokens: int = 112  # what the engine gives snippets in a 512-token window (a quarter of 464)
+    repo_snippet_tokens: int = 69  # what the engine gives snippets in a 512-token window (15% of 464)
 
 
 @dataclass
@@ -208,6 +208,9 @@ def repo_contexts(corpus: Path, cfg: PrepareConfig, tokenizer: Tokenizer, split_
     comes from the other split."""
     if cfg.repo_context <= 0:
         return {}
+    if "file_sep" not in tokenizer.special_ids:
+        raise CodecompleteError("--repo-context needs a tokenizer with a file separator token (ours have "
+                                "<|file_separator|>); pass --repo-context 0 for this one")
     contexts: dict[tuple[str, str], RepoContext] = {}
     config = RepoContextConfig(project_ngrams=False)
     for doc in iter_documents(corpus, cfg.text_column):
