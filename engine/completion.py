@@ -201,6 +201,9 @@ class CompletionEngine:
         self._start_hint = prompt.prefix_start
         entry = self._prefill(prompt.ids)
         caches = [ContextNgrams(prompt.ids, self.decoder.stop_ids, self.context_weight), *project_caches(repo, snippets, prompt.ids, path)]
+        if self._answer is not None:  # the previous suggestion: drafts only (weight 0 is never mixed in)
+            earlier = [t for c in self._answer.candidates for t in (*self.tokenizer.encode(c.text), self.tokenizer.eot_id)]
+            caches.append(ContextNgrams(earlier, self.decoder.stop_ids, 0.0, prompt.ids))
         try:
             decoded = self.decoder.decode(entry.cache, entry.logits, params, prompt.heal, stop.cut, cancel, deadline, caches, stop.lead.encode())
         except Cancelled:

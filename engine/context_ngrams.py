@@ -11,7 +11,7 @@ prompts: a few tokens are no evidence of a file's habits (copying from `def add(
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Protocol
 
 import torch
@@ -26,11 +26,16 @@ def trust(order: int, weight: float) -> float:
 
 
 class NextTokenCache(Protocol):
-    """A cache language model: given a row's generated ids, its trust λ and next-token distribution."""
+    """A cache language model: given a row's generated ids, its trust λ and next-token distribution;
+    and the tokens it expects next, as a draft for decoding to verify (engine/decoding.py)."""
 
     weight: float
 
     def cached(self, generated: list[int]) -> tuple[float, dict[int, float]] | None: ...
+
+    def draft(self, generated: list[int], k: int) -> tuple[int, list[int]]:
+        """The length of the match behind the guess (0: none), and up to k tokens."""
+        ...
 
 
 class ContextNgrams:
@@ -47,21 +52,34 @@ class ContextNgrams:
             if ids[i] not in separators and ids[i + 1] not in separators:
                 self.positions.setdefault(ids[i], []).append(i)
 
-    def lookup(self, generated: list[int]) -> tuple[int, dict[int, int]] | None:
-        """The longest match (up to MAX_ORDER tokens) of the prompt's end plus the generated
-        tokens: its length, and how often each token followed it. Matches stop at separators."""
+    def _matches(self, generated: list[int]) -> Iterator[tuple[int, int]]:
+        """(length, position) of every earlier occurrence of the prompt's end plus the generated
+        tokens, matched up to MAX_ORDER tokens back; positions ascend. Matches stop at separators."""
         history = self.tail + generated[-MAX_ORDER:]
-        best, counts = 0, {}
         for i in self.positions.get(history[-1], ()):
             k = 1
             while k < min(MAX_ORDER, len(history)) and k <= i and self.ids[i - k] == history[-1 - k] and self.ids[i - k] not in self.separators:
                 k += 1
+            yield k, i
+
+    def lookup(self, generated: list[int]) -> tuple[int, dict[int, int]] | None:
+        """The longest match: its length, and how often each token followed it."""
+        best, counts = 0, {}
+        for k, i in self._matches(generated):
             after = self.ids[i + 1]
             if k > best:
                 best, counts = k, {after: 1}
             elif k == best:
                 counts[after] = counts.get(after, 0) + 1
         return (best, counts) if best else None
+
+    def draft(self, generated: list[int], k: int) -> tuple[int, list[int]]:
+        """The longest match's length and up to k tokens that followed its latest occurrence, up
+        to a separator (prompt lookup decoding)."""
+        order, at = max(self._matches(generated), default=(0, 0))
+        run = self.ids[at + 1 : at + 1 + k] if order else []
+        cut = next((j for j, t in enumerate(run) if t in self.separators), len(run))
+        return order, run[:cut]
 
     def cached(self, generated: list[int]) -> tuple[float, dict[int, float]] | None:
         """λ for the longest match and the cache's next-token distribution, or None without a match."""

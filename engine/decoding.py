@@ -3,6 +3,11 @@
 Each row keeps its token ids, the model's log-probability of them and the bytes it has
 produced. A row ends on a special token, on its stop rule, on a token loop, or at the token
 budget. Greedy, temperature/top-k/top-p sampling and beam search share that bookkeeping.
+
+Greedy and sampled rows verify drafts (prompt lookup decoding, as Hugging Face's
+`prompt_lookup_num_tokens` and vLLM's n-gram speculator): where the latest tokens occurred
+before, in the prompt, the project or the previous suggestion, the tokens that followed them
+there are fed with the row's next token, and one forward pass checks them all.
 """
 from __future__ import annotations
 
@@ -34,6 +39,25 @@ def filter_logits(logits: torch.Tensor, temperature: float, top_k: int | None = 
     return logits
 
 
+def sample_with_draft(probs: torch.Tensor, drafts: list[int | None], gen: torch.Generator) -> torch.Tensor:
+    """One token per row of probs (rows, V), distributed as probs whatever the draft.
+
+    A row's draft token d (None: no draft) is kept with probability p(d); otherwise the token is
+    drawn from p without d. That is speculative sampling (Leviathan et al., 2023) for a draft
+    that proposes d for certain: P(d) = p(d), and P(t) = (1 - p(d)) p(t) / (1 - p(d)) = p(t).
+    """
+    drafted = [i for i, d in enumerate(drafts) if d is not None]
+    rows = torch.tensor(drafted, dtype=torch.long, device=probs.device)
+    d = torch.tensor([drafts[i] for i in drafted], dtype=torch.long, device=probs.device)
+    p_d = probs[rows, d]
+    keep = torch.rand(len(drafted), generator=gen, device=probs.device) < p_d
+    rest = probs.clone()
+    rest[rows, d] = torch.where(keep, p_d, 0.0)  # a kept draft may hold all the mass; its draw is unused
+    nxt = torch.multinomial(rest, 1, generator=gen).squeeze(-1)
+    nxt[rows] = torch.where(keep, d, nxt[rows])
+    return nxt
+
+
 class Cancelled(Exception):
     """The request was cancelled between two decoding steps."""
 
@@ -47,6 +71,19 @@ class DecodeParams:
     top_p: float | None = None
     num_beams: int = 1  # > 1: beam search
     seed: int | None = 0
+    draft_tokens: int = 8  # tokens of a draft verified per forward pass (0: one token per pass)
+
+
+DRAFT_ORDER = 2  # tokens a cache must match before its guess is worth a place in the pass
+
+
+@dataclass
+class DraftStats:
+    """What the last decode drafted: the share of its tokens that came from drafts."""
+
+    passes: int = 0  # forward passes after the prompt's
+    drafted: int = 0  # draft tokens fed
+    accepted: int = 0  # draft tokens kept
 
 
 @dataclass
@@ -93,6 +130,7 @@ class Decoder:
         self.healer = TokenHealer(tokenizer, model.config.vocab_size)
         self.stop_ids = tokenizer.control_ids
         self.token_bytes = [tokenizer.token_bytes(i) for i in range(tokenizer.vocab_size)]
+        self.stats = DraftStats()
 
     # -- per-row bookkeeping -----------------------------------------------------------------
     def text_of(self, row: Row, heal: bytes) -> str:
@@ -134,6 +172,27 @@ class Decoder:
         return logits + mask[:, : logits.size(-1)]
 
     # -- decoding ------------------------------------------------------------------------------
+    def choose(self, logits: torch.Tensor, rows: list[Row], drafts: list[int | None], params: DecodeParams,
+               caches: Sequence[NextTokenCache], gen: torch.Generator, first: bool) -> tuple[list[int], list[float]]:
+        """Each row's next token and its log-probability, from (rows, V) logits for that position.
+
+        A row's draft token (None: no draft) is what a greedy choice is compared with; sampling
+        keeps it with its probability and otherwise draws from the rest (sample_with_draft).
+        """
+        logits = mix(logits, [r.ids for r in rows], caches)
+        scores = self.masked(logits, rows)
+        logp = torch.log_softmax(logits, dim=-1)
+        if params.temperature <= 0:
+            if first:  # n distinct first tokens, each continued greedily
+                top = torch.topk(scores[0], len(rows))
+                nxt = torch.where(torch.isfinite(top.values), top.indices, top.indices[0])
+            else:
+                nxt = scores.argmax(-1)
+        else:
+            probs = filter_logits(scores, params.temperature, params.top_k, params.top_p).softmax(-1)
+            nxt = sample_with_draft(probs, drafts, gen)
+        return nxt.tolist(), logp.gather(1, nxt.unsqueeze(1)).squeeze(1).tolist()
+
     @torch.inference_mode()
     def decode(
         self,
@@ -149,45 +208,75 @@ class Decoder:
     ) -> list[Decoded]:
         """cache: the prompt prefilled as one row; logits: (1, V) for its last position.
 
-        caches (the prompt's own n-grams, the project's) are mixed into every step's distribution.
-        Every row first retypes heal (left out of its text), then writes lead (kept in it).
+        caches (the prompt's own n-grams, the project's) are mixed into every step's distribution,
+        and propose drafts: the tokens that followed the latest ones where they occurred before.
+        A forward pass feeds each row's decided tokens and its draft; the row keeps its choices
+        while they agree with the draft, so greedy rows come out as one token per pass would give
+        them, and sampled rows with the same distribution. Every row first retypes heal (left out
+        of its text), then writes lead (kept in it).
         """
         if params.num_beams > 1:
             return self._beam(cache, logits, params, heal, stop, cancel, deadline, caches, lead)
-        n = params.n
+        n, start = params.n, cache.pos
         cache = cache.expand(n)
-        logits = logits.float().expand(n, -1)
+        limit = min(params.max_new_tokens, cache.k.size(3) - start + 1)  # tokens a row may have
         rows = [Row(pending=heal + lead) for _ in range(n)]
         gen = torch.Generator(device=logits.device)
         if params.seed is not None:
             gen.manual_seed(params.seed)
-        for step in range(params.max_new_tokens):
+        self.stats = DraftStats()
+        out = logits.float().expand(n, -1).unsqueeze(1)  # (n, T, V): next-token logits at each fed position
+        at, drafts = [0] * n, [[] for _ in range(n)]  # where each row's next token is decided in out; its draft
+        first = True
+        while True:
             self._check(cancel)
+            live = [i for i, r in enumerate(rows) if not r.done and len(r.ids) < limit]
             if deadline is not None and time.monotonic() > deadline:
-                for r in rows:
-                    r.done = r.done or "deadline"
+                for i in live:
+                    rows[i].done = "deadline"
                 break
-            logits = mix(logits, [r.ids for r in rows], caches)
-            scores = self.masked(logits, rows)
-            logp = torch.log_softmax(logits, dim=-1)
-            if params.temperature <= 0:
-                if step == 0:  # n distinct first tokens, each continued greedily
-                    top = torch.topk(scores[0], n)
-                    nxt = torch.where(torch.isfinite(top.values), top.indices, top.indices[0])
-                else:
-                    nxt = scores.argmax(-1)
-            else:
-                probs = filter_logits(scores, params.temperature, params.top_k, params.top_p).softmax(-1)
-                nxt = torch.multinomial(probs, 1, generator=gen).squeeze(-1)
-            chosen = logp.gather(1, nxt.unsqueeze(1)).squeeze(1).tolist()
-            for row, tok, lp in zip(rows, nxt.tolist(), chosen):
-                if not row.done:
-                    self.push(row, tok, lp, heal, stop)
-            if all(r.done for r in rows) or cache.pos >= cache.k.size(3):
+            # Round j decides each row's token after j of its draft tokens, while the choices agree.
+            going, j = live, 0
+            while going:
+                here = out[going, [at[i] + j for i in going]]
+                guess = [drafts[i][j] if j < len(drafts[i]) else None for i in going]
+                tokens, logps = self.choose(here, [rows[i] for i in going], guess, params, caches, gen, first)
+                first = False
+                agree = []
+                for i, g, tok, lp in zip(going, guess, tokens, logps):
+                    self.push(rows[i], tok, lp, heal, stop)
+                    if tok == g:
+                        self.stats.accepted += 1
+                        if not rows[i].done and len(rows[i].ids) < limit:
+                            agree.append(i)
+                going, j = agree, j + 1
+            live = [i for i, r in enumerate(rows) if not r.done and len(r.ids) < limit]
+            if not live:
                 break
-            logits, _ = self.model(nxt.unsqueeze(1), cache=cache)
-            logits = logits[:, -1].float()
+            # Every live row's tokens but its last are right in the cache up to `valid`; beyond it
+            # a row feeds its decided tokens again, then its draft.
+            valid = min(len(rows[i].ids) for i in live) - 1
+            cache.truncate(start + valid)
+            drafts = [self.draft(rows[i].ids, min(params.draft_tokens, limit - len(rows[i].ids) - 1), caches) if i in live else []
+                      for i in range(n)]
+            feed = [rows[i].ids[valid:] + drafts[i] if i in live else [] for i in range(n)]
+            width = max(map(len, feed))
+            at = [len(rows[i].ids) - 1 - valid for i in range(n)]
+            self.stats.passes += 1
+            self.stats.drafted += sum(map(len, drafts))
+            x = torch.tensor([f + [0] * (width - len(f)) for f in feed], device=logits.device)  # finished rows feed padding
+            out, _ = self.model(x, cache=cache)
+            out = out.float()
         return [self.finish(r, heal) for r in rows]
+
+    @staticmethod
+    def draft(ids: list[int], k: int, caches: Sequence[NextTokenCache]) -> list[int]:
+        """Up to k tokens from the first cache that matched at least DRAFT_ORDER of the latest tokens."""
+        for c in caches if k > 0 else ():
+            order, run = c.draft(ids, k)
+            if order >= DRAFT_ORDER and run:
+                return run
+        return []
 
     def _beam(self, cache: KVCache, logits: torch.Tensor, params: DecodeParams, heal: bytes, stop: Callable[[str], int | None],
               cancel: threading.Event | None, deadline: float | None, caches: Sequence[NextTokenCache], lead: bytes) -> list[Decoded]:

@@ -94,9 +94,12 @@ class ProjectCache:
         self.tail = prompt_ids[-ngrams.order :]
         self.exclude = ngrams.paths.index(exclude_path) if exclude_path in ngrams.paths else -1
 
+    def _lookup(self, generated: list[int]) -> tuple[int, dict[int, int]] | None:
+        return self.ngrams.lookup(self.tail + generated[-self.ngrams.order :], self.exclude)
+
     def cached(self, generated: list[int]) -> tuple[float, dict[int, float]] | None:
         """λ for the longest match and the next-token distribution, like ContextNgrams.cached."""
-        found = self.ngrams.lookup(self.tail + generated[-self.ngrams.order :], self.exclude)
+        found = self._lookup(generated)
         if found is None:
             return None
         order, counts = found
@@ -105,3 +108,12 @@ class ProjectCache:
         # (tuned on held-out repositories for the likelihood of what was written next).
         lam = self.weight * min(order / FULL_TRUST, 1.0) ** 2 * max(counts.values()) / total
         return lam, {t: c / total for t, c in counts.items()}
+
+    def draft(self, generated: list[int], k: int) -> tuple[int, list[int]]:
+        """The first match's length and up to k tokens, each the one that most often followed the
+        tokens before it in the project (the index keeps no runs to copy, so a draft is a chain)."""
+        order, run = 0, []
+        while len(run) < k and (found := self._lookup(generated + run)) is not None:
+            order = order or found[0]
+            run.append(max(found[1], key=found[1].get))
+        return order, run
