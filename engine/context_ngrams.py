@@ -18,6 +18,7 @@ import torch
 
 MAX_ORDER = 8
 EVIDENCE = 16  # a prompt of this many tokens earns half the weight; longer ones nearly all
+MAX_SHARE = 0.95  # of the next-token probability that all caches together may take from the model
 
 
 def trust(order: int, weight: float) -> float:
@@ -91,24 +92,33 @@ class ContextNgrams:
         return trust(order, self.weight), {t: c / total for t, c in counts.items()}
 
 
+def merged(caches: Sequence[NextTokenCache], generated: list[int]) -> tuple[float, dict[int, float]] | None:
+    """Σλ and Σ λ·p_cache over the caches that match (None when none does). The weights may add up
+    past one (the prompt's 0.5 and the project's); then they are scaled to MAX_SHARE together."""
+    found = [hit for c in caches if c.weight > 0 and (hit := c.cached(generated)) is not None]
+    if not found:
+        return None
+    total = sum(share for share, _ in found)
+    scale = min(1.0, MAX_SHARE / total)
+    out: dict[int, float] = {}
+    for share, dist in found:
+        for t, q in dist.items():
+            out[t] = out.get(t, 0.0) + share * scale * q
+    return total * scale, out
+
+
 def mix(logits: torch.Tensor, generated: list[list[int]], caches: Sequence[NextTokenCache]) -> torch.Tensor:
     """(rows, V) logits and each row's generated ids -> log of (1 - Σλ)·p_model + Σ λ·p_cache over
     the caches that match the row (the prompt's n-grams, the project's), each λ from its match."""
-    caches = [c for c in caches if c.weight > 0]
     out = None
     for row, ids in enumerate(generated):
-        found = [hit for c in caches if (hit := c.cached(ids)) is not None]
-        if not found:
+        if (found := merged(caches, ids)) is None:
             continue
         if out is None:
             out = torch.log_softmax(logits.float(), dim=-1)
-        lam = sum(share for share, _ in found)
-        merged: dict[int, float] = {}
-        for share, dist in found:
-            for t, q in dist.items():
-                merged[t] = merged.get(t, 0.0) + share * q
-        tokens = torch.tensor(list(merged), device=logits.device)
-        cached = torch.tensor(list(merged.values()), device=logits.device)
+        lam, merged_p = found
+        tokens = torch.tensor(list(merged_p), device=logits.device)
+        cached = torch.tensor(list(merged_p.values()), device=logits.device)
         model_p = out[row, tokens].exp()
         out[row] += math.log1p(-lam)
         out[row, tokens] = torch.log((1 - lam) * model_p + cached)

@@ -1,6 +1,7 @@
 """The prompt's own n-grams: longest-match lookup, the mixture, and copying through the engine."""
 from __future__ import annotations
 
+import pytest
 import torch
 from test_engine import code, random_model, tok  # noqa: F401  (module fixtures)
 
@@ -55,3 +56,12 @@ def test_the_engine_copies_a_phrase_from_the_file_that_the_model_alone_does_not(
     assert alone[0].text != "items, limit)"
     assert mixed[0].text == "items, limit)"
     assert mixed[0].score > alone[0].score  # copying is what the mixture is sure of
+
+
+def test_caches_that_together_claim_more_than_the_model_has_are_scaled_down() -> None:
+    a = ContextNgrams([4, 5, 6] * 30 + [4, 5], SEP, 0.9)  # after `4 5`: 6, trusted at about 0.68
+    b = ContextNgrams([4, 5, 7] * 30 + [4, 5], SEP, 0.9)  # after `4 5`: 7, as much
+    logits = torch.zeros(1, 12)
+    mixed = mix(logits, [[]], [a, b]).exp()[0]
+    assert torch.isfinite(mixed).all() and mixed.sum().item() == pytest.approx(1.0)
+    assert mixed[6].item() == pytest.approx(mixed[7].item()) and mixed[0].item() == pytest.approx(0.05 / 12)

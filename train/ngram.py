@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from codecomplete.engine.completion import CONTEXT_WEIGHT, Candidate, EngineStats, project_caches
-from codecomplete.engine.context_ngrams import ContextNgrams, NextTokenCache
+from codecomplete.engine.context_ngrams import ContextNgrams, NextTokenCache, merged
 from codecomplete.engine.decoding import loop_period
 from codecomplete.engine.errors import CodecompleteError
 from codecomplete.engine.healing import TokenHealer, remaining, worth_healing
@@ -197,15 +197,13 @@ class NgramCompleter:
     def _next_tokens(self, context: list[int], out: list[int], caches: list[NextTokenCache]) -> list[tuple[int, float]]:
         """The n-gram's next tokens, mixed with the prompt's own n-grams as the engine mixes them."""
         scored = self.model.next_tokens(context + out)
-        found = [hit for c in caches if c.weight > 0 and (hit := c.cached(out)) is not None]
-        if not found:
+        if (found := merged(caches, out)) is None:
             return scored
-        lam = sum(share for share, _ in found)
+        lam, cached = found
         norm = sum(math.exp(s) for _, s in scored) or 1.0
         probs = {t: (1 - lam) * math.exp(s) / norm for t, s in scored}
-        for share, dist in found:
-            for t, q in dist.items():
-                probs[t] = probs.get(t, 0.0) + share * q
+        for t, q in cached.items():
+            probs[t] = probs.get(t, 0.0) + q
         return sorted(((t, math.log(p)) for t, p in probs.items()), key=lambda kv: -kv[1])
 
     def _continue(self, context: list[int], token: int, score: float, heal: bytes, stop: StopRule, budget: int,
