@@ -21,6 +21,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from codecomplete.engine.errors import CodecompleteError
+from codecomplete.engine.ignores import IgnoreRules, skipped_dir
 from codecomplete.train.filters import FilterConfig, is_test_path, reject_reason
 
 SCHEMA = pa.schema(
@@ -49,6 +50,7 @@ class CollectConfig:
     shard_rows: int = 20_000
     overwrite: bool = False
     follow_symlinks: bool = False
+    project: bool = False  # also skip what a walk of a project skips (iter_python_files)
 
 
 @dataclass
@@ -75,17 +77,23 @@ def git_blob_sha(data: bytes) -> str:
     return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
 
 
-def iter_python_files(folder: Path, follow_symlinks: bool = False) -> Iterator[Path]:
-    """Every `*.py` file under `folder`, depth first in name order so runs are reproducible."""
-    yield from _walk(folder, follow_symlinks, visited=set())
+def iter_python_files(folder: Path, follow_symlinks: bool = False, project: bool = False) -> Iterator[Path]:
+    """Every `*.py` file under `folder`, depth first in name order so runs are reproducible.
+
+    project: also skip virtual environments, site-packages, build output and what .gitignore files
+    ignore (engine/ignores.py), as the language server's workspace index does: `adapt`'s walk.
+    """
+    yield from _walk(folder, follow_symlinks, visited=set(), rules=IgnoreRules(folder) if project else None)
 
 
-def _walk(directory: Path, follow_symlinks: bool, visited: set[str]) -> Iterator[Path]:
+def _walk(directory: Path, follow_symlinks: bool, visited: set[str], rules: IgnoreRules | None) -> Iterator[Path]:
     # Real paths of walked folders: a symlink loop or alias is walked once, not forever.
     real = os.path.realpath(directory)
     if real in visited:
         return
     visited.add(real)
+    if rules is not None:
+        rules.add(directory)
     try:
         with os.scandir(directory) as it:
             entries = sorted(it, key=lambda e: e.name)
@@ -94,18 +102,25 @@ def _walk(directory: Path, follow_symlinks: bool, visited: set[str]) -> Iterator
     for entry in entries:
         # Without follow_symlinks, is_dir/is_file are False for a link, so links are skipped.
         try:
+            path = Path(entry.path)
             if entry.is_dir(follow_symlinks=follow_symlinks):
-                if not entry.name.startswith(".") and entry.name not in SKIPPED_DIR_NAMES:
-                    yield from _walk(Path(entry.path), follow_symlinks, visited)
-            elif entry.name.endswith(".py") and entry.is_file(follow_symlinks=follow_symlinks):
-                yield Path(entry.path)
+                if not (entry.name.startswith(".") or entry.name in SKIPPED_DIR_NAMES or _ignored(rules, path, True)):
+                    yield from _walk(path, follow_symlinks, visited, rules)
+            elif entry.name.endswith(".py") and entry.is_file(follow_symlinks=follow_symlinks) and not _ignored(rules, path, False):
+                yield path
         except OSError:
             continue  # vanished or unstat-able mid-walk
 
 
-def count_candidate_files(folders: list[Path], follow_symlinks: bool = False) -> int:
+def _ignored(rules: IgnoreRules | None, path: Path, is_dir: bool) -> bool:
+    if rules is None:
+        return False
+    return (is_dir and skipped_dir(path, path.name)) or rules.ignored(path, is_dir)
+
+
+def count_candidate_files(folders: list[Path], follow_symlinks: bool = False, project: bool = False) -> int:
     """How many files `collect` will look at: the total for a progress bar."""
-    return sum(1 for folder in folders for _ in iter_python_files(folder, follow_symlinks))
+    return sum(1 for folder in folders for _ in iter_python_files(folder, follow_symlinks, project))
 
 
 def collect(
@@ -162,7 +177,7 @@ def _collect_into(
         for folder in folders:
             repo = "local/" + folder.resolve().name
             seen_before = summary.files_seen
-            for file in iter_python_files(folder, cfg.follow_symlinks):
+            for file in iter_python_files(folder, cfg.follow_symlinks, cfg.project):
                 summary.files_seen += 1
                 path = file.relative_to(folder).as_posix()
                 if cfg.filters.drop_tests and is_test_path(path):
