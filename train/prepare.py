@@ -46,6 +46,9 @@ class PrepareConfig:
     repo_context: float = 0.0  # share of files written as repository-level examples
     repo_chunk_tokens: int = 352  # of a file, per example; with the snippets, within a 512-token window
     repo_snippet_tokens: int = 69  # what the engine gives snippets in a 512-token window (15% of 464)
+    # The files (repo/path) that make the validation split, instead of a hashed share: `adapt` holds
+    # out a project's newest files.
+    val_files: list[str] | None = None
 
 
 @dataclass
@@ -147,7 +150,10 @@ def prepare(
     split_by = cfg.split_by
     if split_by == "auto":
         split_by = "repo" if len(repos) >= MIN_REPOS_FOR_REPO_SPLIT else "file"
-    val_groups = choose_val_groups(repos if split_by == "repo" else files, cfg.val_fraction)
+    if cfg.val_files is not None:
+        split_by, val_groups = "file", set(cfg.val_files) & files
+    else:
+        val_groups = choose_val_groups(repos if split_by == "repo" else files, cfg.val_fraction)
 
     # Pass 2: encode and append each document to its split.
     out.mkdir(parents=True, exist_ok=True)
