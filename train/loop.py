@@ -13,7 +13,7 @@ import threading
 import time
 from collections.abc import Callable
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +57,7 @@ class TrainConfig:
     optimizer: str = "adamw"  # or "muon"
     mlp: str = "gelu"  # or "swiglu": the Llama layout, which `export` writes for transformers
     init_from: str | None = None  # a checkpoint or Hugging Face folder to fine-tune (its shape, no preset)
+    provenance: dict[str, Any] = field(default_factory=dict)  # more for config.json's (adapt: base, project)
     eval_every: int = 100
     eval_tokens: int = 65_536
     log_every: int = 10
@@ -223,7 +224,7 @@ class Trainer:
         c = self.cfg
         return {"step": self.step, "tokens_seen": self.tokens_seen, **metrics, "data": portable_path(c.data, self.out),
                 "preset": c.preset, "fim_rate": c.fim_rate, **({"init_from": c.init_from} if c.init_from else {}),
-                **({"repo_context": True} if self.repo_context else {})}
+                **({"repo_context": True} if self.repo_context else {}), **c.provenance}
 
     def _save(self, metrics: dict[str, float], best: bool) -> None:
         """Every rank calls this (FSDP gathers the weights); rank 0 writes, and all learn whether it could."""
