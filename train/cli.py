@@ -8,6 +8,7 @@ import shutil
 import sys
 import sysconfig
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -15,6 +16,7 @@ import typer
 
 from codecomplete.engine.errors import CodecompleteError
 from codecomplete.engine.model import PRESETS
+from codecomplete.train.adapt import add_adapt_command
 from codecomplete.train.eval_cli import add_eval_commands
 from codecomplete.train.filters import KEEP_TESTS_HELP, FilterConfig
 from codecomplete.train.loop import TrainConfig
@@ -29,6 +31,7 @@ app = typer.Typer(
 )
 app.add_typer(scrape_app, name="scrape")
 add_eval_commands(app)
+add_adapt_command(app)
 
 TRAIN_DEFAULTS = TrainConfig(data="", out="")
 PRESET_HELP = f"Model size: {', '.join(PRESETS)} (tiny is for tests, small trains on a CPU)."
@@ -45,12 +48,14 @@ def default_code_folders() -> list[Path]:
 
 
 # -- collect ---------------------------------------------------------------------------------
-def run_collect(folders: list[Path], out: Path, min_bytes: int = 1024, max_bytes: int = 100_000, overwrite: bool = False, keep_tests: bool = False) -> Any:
+def run_collect(folders: list[Path], out: Path, min_bytes: int = 1024, max_bytes: int = 100_000, overwrite: bool = False, keep_tests: bool = False,
+                project: bool = False) -> Any:
     from codecomplete.train.collect import CollectConfig, collect, count_candidate_files
 
-    cfg = CollectConfig(filters=FilterConfig(min_bytes=min_bytes, max_bytes=max_bytes, drop_tests=not keep_tests), overwrite=overwrite)
+    cfg = CollectConfig(filters=FilterConfig(min_bytes=min_bytes, max_bytes=max_bytes, drop_tests=not keep_tests), overwrite=overwrite,
+                        project=project)
     with make_progress("files") as progress:
-        task = progress.add_task("collect", total=count_candidate_files(folders))
+        task = progress.add_task("collect", total=count_candidate_files(folders, project=project))
         summary = collect(folders, out, cfg, on_file=lambda n: progress.advance(task))
     rejected = ", ".join(f"{k} {v}" for k, v in sorted(summary.rejected.items(), key=lambda kv: -kv[1])) or "none"
     console.print(f"kept {summary.files_kept} of {summary.files_seen} files ({summary.bytes_kept / 1e6:.1f} MB); rejected: {rejected}")
@@ -133,14 +138,14 @@ def dedupe_cmd(
 
 # -- prepare ---------------------------------------------------------------------------------
 def run_prepare(corpus: Path, tokenizer: Path, out: Path, val_fraction: float = 0.05, split_by: str = "auto", text_column: str | None = None,
-                overwrite: bool = False, repo_context: float = 0.0) -> dict:
+                overwrite: bool = False, repo_context: float = 0.0, val_files: list[str] | None = None) -> dict:
     from codecomplete.train.corpus import count_documents
     from codecomplete.train.prepare import PrepareConfig, prepare
 
     if not 0 <= repo_context <= 1:
         raise CodecompleteError(f"--repo-context is a share of files, from 0 to 1, not {repo_context}")
     cfg = PrepareConfig(val_fraction=val_fraction, split_by=split_by, text_column=text_column, overwrite=overwrite,
-                        repo_context=repo_context)
+                        repo_context=repo_context, val_files=val_files)
     with make_progress("docs") as progress:
         task = progress.add_task("prepare", total=count_documents(corpus))
         meta = prepare(corpus, tokenizer, out, cfg, on_docs=lambda n: progress.advance(task, n))
@@ -176,7 +181,7 @@ def run_train(cfg: Any, resume: bool = False) -> dict:
     try:
         if not distributed.is_main_process():
             return Trainer(cfg, resume=resume).run()
-        return _train_with_progress(cfg, resume)
+        return train_with_progress(cfg, resume)
     except CodecompleteError:
         if not distributed.is_main_process():  # rank 0 prints the same one line
             raise SystemExit(1) from None
@@ -185,7 +190,8 @@ def run_train(cfg: Any, resume: bool = False) -> dict:
         distributed.teardown()
 
 
-def _train_with_progress(cfg: Any, resume: bool) -> dict:
+def train_with_progress(cfg: Any, resume: bool, on_event: Callable[[dict], None] | None = None) -> dict:
+    """on_event(event): also told every event of the loop (adapt stops early from it)."""
     from codecomplete.train.loop import Trainer
 
     by_steps = cfg.max_steps is not None and (cfg.minutes is None)
@@ -213,6 +219,8 @@ def _train_with_progress(cfg: Any, resume: bool) -> dict:
             if "elapsed" in event:
                 progress.update(task, completed=event["step"] if by_steps else event["elapsed"],
                                 description=f"train loss {state['loss']} val {state['val']}")
+            if on_event is not None:
+                on_event(event)
 
         final = Trainer(cfg, resume=resume, report=report).run()
     out = Path(cfg.out)

@@ -1,0 +1,410 @@
+"""`codecomplete-train adapt`: a model that has learned your project.
+
+    FOLDER...  -> OUT/corpus   collect's filters, minus what a project walk skips (engine/ignores.py)
+               -> held out     whole files: the newest by git history, else chosen by hash
+               -> OUT/data     prepared with the base's tokenizer; the held-out files are its validation split
+               -> OUT/best     the training loop from the base's weights, with FIM, stopped early once the
+                               held-out loss stops falling; the same run folder as `train` writes
+               -> comparison   base and adapted side by side on the held-out files and on a general set
+                               (train/adapt_eval.py)
+
+OUT/adapt.json records the run's config and how far it got, so the same command run again
+resumes it, as `train --resume` does.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import shutil
+import subprocess
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from codecomplete.engine.errors import CodecompleteError
+from codecomplete.train.progress import console
+
+STATE_FILE = "adapt.json"
+FORMAT_VERSION = 1
+# (micro-batch, peak learning rate) by device, when not given. Fine-tuning wants a lower rate than
+# pretraining (2e-3 for the shipped model). GPUs: not measured here, a larger batch at a rate raised with it.
+BATCH_LR = {"cpu": (4, 5e-4), "mps": (16, 1e-3), "cuda": (32, 1e-3)}
+RESUMABLE = ("minutes", "max_steps", "device", "eval_cases")  # what a resumed run may change
+Event = Callable[[dict[str, Any]], None]
+
+
+@dataclass
+class AdaptConfig:
+    folders: list[str]  # absolute, so that a resumed run finds them from anywhere
+    out: str
+    base: str  # the checkpoint (or Hugging Face folder) to start from, absolute
+    minutes: float = 10.0  # the fine-tuning budget; collecting and the comparison come on top
+    max_steps: int | None = None
+    heldout: float = 0.1  # share of the project's bytes held out, in whole files
+    batch_size: int | None = None  # None: BATCH_LR's for the device
+    lr: float | None = None
+    warmup_steps: int = 20
+    patience: int = 3  # evaluations in a row without a held-out loss lower by min_delta: stop
+    min_delta: float = 1e-3  # nats per token
+    eval_every: int = 50  # steps between held-out evaluations (and checkpoints)
+    eval_tokens: int = 16_384  # held-out tokens per evaluation
+    eval_cases: int = 100  # line-completion cases per set in the comparison (0: bits per byte alone)
+    general: str | None = None  # the general set: a corpus or a folder of code; None: the standard library
+    keep_tests: bool = False
+    device: str = "auto"
+    seed: int = 1337
+
+
+@dataclass
+class Base:
+    """What the run needs to know of its base checkpoint, read once before anything is written."""
+
+    block_size: int
+    tokenizer_sha256: str
+    has_fim: bool
+    completion: dict[str, float]
+    provenance: dict[str, Any]
+
+
+class StoppedEarly(Exception):
+    """Raised through the training loop once the held-out loss stopped falling; the loop has
+    already written that evaluation's checkpoints and metrics."""
+
+    def __init__(self, record: dict[str, Any]) -> None:
+        super().__init__(f"stopped early at step {record['step']}")
+        self.record = record
+
+
+@dataclass
+class EarlyStop:
+    """Told every event of the training loop; after `patience` evaluations in a row that did not
+    lower the best held-out loss by `min_delta`, it stops the run (StoppedEarly)."""
+
+    patience: int
+    min_delta: float
+    best: float = math.inf
+    since_best: int = 0
+
+    def __call__(self, event: dict[str, Any]) -> None:
+        if event["event"] != "eval":
+            return
+        if event["val_loss"] < self.best - self.min_delta:
+            self.best, self.since_best = event["val_loss"], 0
+        else:
+            self.since_best += 1
+        if self.since_best >= self.patience:
+            raise StoppedEarly(event)
+
+    def replay(self, metrics: Path) -> EarlyStop:
+        """The evaluations a resumed run already made count: patience is not reset by a restart."""
+        if metrics.is_file():
+            for line in metrics.read_text().splitlines():
+                record = json.loads(line) if line.strip() else {}
+                if record.get("event") == "eval":
+                    self.best, self.since_best = (record["val_loss"], 0) if record["val_loss"] < self.best - self.min_delta \
+                        else (self.best, self.since_best + 1)
+        return self
+
+
+# -- planning: everything checked before anything is written ----------------------------------
+def read_state(out: Path) -> dict[str, Any] | None:
+    path = out / STATE_FILE
+    if not path.is_file():
+        return None
+    try:
+        state = json.loads(path.read_text())
+        AdaptConfig(**state["config"])
+    except (ValueError, KeyError, TypeError) as e:
+        raise CodecompleteError(f"{path} is damaged ({e}); pass --overwrite to start over in {out}") from e
+    return state
+
+
+def write_state(out: Path, state: dict[str, Any]) -> None:
+    tmp = out / f".{STATE_FILE}.tmp"
+    tmp.write_text(json.dumps(state, indent=2) + "\n")
+    os.replace(tmp, out / STATE_FILE)
+
+
+def plan(folders: list[Path], out: Path, base: Path | None, overwrite: bool = False, **options: Any) -> tuple[AdaptConfig, Base]:
+    """The run to do: a new one from the options (None: the default), or the one in `out` resumed
+    (options that are None keep its saved values; only RESUMABLE ones may change)."""
+    state = read_state(out)
+    given = {k: v for k, v in options.items() if v is not None}
+    if state is not None and not overwrite:
+        cfg = AdaptConfig(**state["config"])
+        if sorted(str(f.resolve()) for f in folders) != sorted(cfg.folders):
+            raise CodecompleteError(f"{out} holds the adaptation to {', '.join(cfg.folders)}; run it with those folders to resume it, "
+                                    f"or choose another --out (or pass --overwrite to start over)")
+        cfg.base = str(base.resolve()) if base is not None else cfg.base
+        for key in RESUMABLE:
+            setattr(cfg, key, given.get(key, getattr(cfg, key)))
+    else:
+        if out.exists() and not out.is_dir():
+            raise CodecompleteError(f"{out} is a file; choose a folder for --out")
+        if state is None and out.is_dir() and any(out.iterdir()):
+            raise CodecompleteError(f"{out} is not empty and holds no adaptation; choose another --out")
+        if state is not None and base is None:  # starting over keeps the base it was adapted from
+            base = Path(state["config"]["base"])
+        from codecomplete.models import DEFAULT_CHECKPOINT
+
+        cfg = AdaptConfig(folders=[str(f.resolve()) for f in folders], out=str(out), base=str((base or DEFAULT_CHECKPOINT).resolve()),
+                          **given)
+    info = check(cfg)
+    if state is not None and not overwrite and info.tokenizer_sha256 != state["tokenizer_sha256"]:
+        raise CodecompleteError(f"{cfg.base} has another tokenizer than the one {out} was prepared with; resume without --from "
+                                f"(or with the base it started from), or pass --overwrite to adapt {cfg.base} from scratch")
+    return cfg, info
+
+
+def check(cfg: AdaptConfig) -> Base:
+    """One-line errors for everything that can be known before anything is written."""
+    from codecomplete.engine.checkpoint import load_checkpoint
+    from codecomplete.engine.device import pick_device
+    from codecomplete.train.collect import iter_python_files
+
+    numbers = [("--minutes", cfg.minutes, cfg.minutes > 0, "the fine-tuning budget in minutes, e.g. 10"),
+               ("--max-steps", cfg.max_steps, cfg.max_steps is None or cfg.max_steps >= 1, "a number of steps, 1 or more"),
+               ("--heldout", cfg.heldout, 0 < cfg.heldout <= 0.5, "a share of the project's code, above 0 and at most 0.5"),
+               ("--batch-size", cfg.batch_size, cfg.batch_size is None or cfg.batch_size >= 1, "1 or more sequences"),
+               ("--lr", cfg.lr, cfg.lr is None or cfg.lr > 0, "a learning rate above 0, e.g. 5e-4"),
+               ("--patience", cfg.patience, cfg.patience >= 1, "1 or more evaluations"),
+               ("--eval-every", cfg.eval_every, cfg.eval_every >= 1, "1 or more steps"),
+               ("--eval-cases", cfg.eval_cases, cfg.eval_cases >= 0, "0 or more cases")]
+    for flag, value, ok, want in numbers:
+        if not ok:
+            raise CodecompleteError(f"{flag} {value} is out of range: give {want}")
+    for folder in map(Path, cfg.folders):
+        if not folder.is_dir():
+            raise CodecompleteError(f"{folder} is not a folder; pass the folder of the project to adapt to")
+        if next(iter_python_files(folder, project=True), None) is None:
+            raise CodecompleteError(f"no .py files under {folder} (virtual environments, site-packages, build output and "
+                                    f".gitignored paths are skipped); point adapt at a folder of Python code")
+    if cfg.general is not None and not Path(cfg.general).exists():
+        raise CodecompleteError(f"--general {cfg.general} does not exist; pass a corpus or a folder of Python code")
+    pick_device(cfg.device)
+    ckpt = load_checkpoint(cfg.base)  # the context it trains with is the one the training loop gives it
+    return Base(ckpt.model.config.block_size, ckpt.tokenizer.sha256, ckpt.tokenizer.has_fim, ckpt.completion, ckpt.provenance)
+
+
+# -- the held-out files -----------------------------------------------------------------------
+def commit_times(folder: Path) -> dict[str, int] | None:
+    """Each file's last commit time by its path under folder; None outside a git repository (or without git)."""
+    try:
+        log = subprocess.run(["git", "-c", "core.quotePath=false", "-C", str(folder), "log", "--format=%x00%ct", "--name-only",
+                              "--relative", "--no-renames", "--", "."], capture_output=True, text=True, encoding="utf-8",
+                             errors="replace", timeout=300, check=True).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    times: dict[str, int] = {}
+    when = 0
+    for line in log.splitlines():  # newest commit first: a file's first mention is its last change
+        if line.startswith("\0"):
+            when = int(line[1:])
+        elif line:
+            times.setdefault(line, when)
+    return times
+
+
+def hold_out(corpus: Path, folders: list[str], share: float) -> dict[str, Any]:
+    """The newest files (last commit; files git does not know yet count as newest) until they hold
+    `share` of the bytes, at least one file and never all; by hash where a folder is no repository."""
+    from codecomplete.train.corpus import iter_documents
+
+    docs = [(f"{d.repo}/{d.path}", d.repo, d.path, len(d.text.encode("utf-8"))) for d in iter_documents(corpus)]
+    if len(docs) < 2:
+        raise CodecompleteError(f"adapt needs 2 or more Python files that pass the filters (one to learn from, one to check on); "
+                                f"{', '.join(folders)} has {len(docs)}: point it at a larger project")
+    git = {f"local/{Path(f).name}": commit_times(Path(f)) for f in folders}  # collect names a folder's files so
+
+    def newest_first(doc: tuple[str, str, str, int]) -> tuple[float, str]:
+        key, repo, path, _ = doc
+        times = git.get(repo)
+        return -(0 if times is None else times.get(path, math.inf)), hashlib.sha1(key.encode()).hexdigest()
+
+    held, size, total = [], 0, sum(d[3] for d in docs)
+    for key, _, _, n_bytes in sorted(docs, key=newest_first)[:-1]:
+        if held and size >= share * total:
+            break
+        held.append(key)
+        size += n_bytes
+    by = "recency" if any(t is not None for t in git.values()) else "hash"
+    return {"by": by, "files": held, "bytes": size, "project_files": len(docs), "project_bytes": total}
+
+
+# -- the run ------------------------------------------------------------------------------------
+def run_adapt(cfg: AdaptConfig, base: Base, overwrite: bool = False, on_event: Event | None = None) -> dict[str, Any]:
+    """Collect, hold out, prepare, fine-tune, compare; each step skipped when an earlier run did it."""
+    from codecomplete.train.cli import run_collect, run_prepare
+
+    emit = on_event or (lambda event: None)
+    out = Path(cfg.out)
+    if overwrite and out.exists():
+        shutil.rmtree(out)  # plan() made sure it holds an adaptation
+    saved = read_state(out)
+    if saved is not None and "comparison" in saved:
+        console.print(f"{out} holds a finished adaptation: its results again (pass --overwrite to adapt to the project as it is now)")
+    fresh, existed = saved is None, out.exists()
+    state = saved or {"format_version": FORMAT_VERSION, "tokenizer_sha256": base.tokenizer_sha256}
+    state["config"] = asdict(cfg)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        write_state(out, state)
+        if not (out / "corpus" / "summary.json").exists():
+            emit(_progress("collect", 0, "collecting the project's Python files"))
+            run_collect([Path(f) for f in cfg.folders], out / "corpus", keep_tests=cfg.keep_tests, project=True, overwrite=True)
+        if "split" not in state:
+            state["split"] = hold_out(out / "corpus", cfg.folders, cfg.heldout)
+            write_state(out, state)
+        if not (out / "data" / "meta.json").exists():
+            emit(_progress("prepare", 2, "encoding it with the base model's tokenizer"))
+            run_prepare(out / "corpus", Path(cfg.base) / "tokenizer.json", out / "data", val_files=state["split"]["files"], overwrite=True)
+        check_tokens(out / "data", base.block_size)
+    except BaseException:
+        if fresh:  # nothing worth keeping yet: leave `out` as it was (absent, or empty)
+            for path in [out] if not existed else list(out.iterdir()):
+                if path.is_dir():
+                    shutil.rmtree(path)
+                else:
+                    path.unlink()
+        raise
+    if "trained" not in state:
+        state["trained"] = fine_tune(cfg, base, state["split"], emit)
+        write_state(out, state)
+    inherit_completion(out / "best", base.completion)
+    if "comparison" not in state:
+        from codecomplete.train.adapt_eval import compare
+
+        message = "comparing the base and the adapted model"
+        state["comparison"] = compare(cfg, state["split"]["files"], lambda done: emit(_progress("compare", 85 + 15 * done, message)))
+        write_state(out, state)
+    return state
+
+
+def _progress(phase: str, percent: float, message: str) -> dict[str, Any]:
+    return {"event": "progress", "phase": phase, "percent": int(percent), "message": message}
+
+
+def check_tokens(data: Path, block_size: int) -> None:
+    from codecomplete.train.prepare import read_meta
+
+    splits = read_meta(data)["splits"]
+    for split, what, fix in (("train", "to learn from", ""), ("val", "held out", ", or hold out a larger share with --heldout")):
+        if splits[split]["tokens"] <= block_size:
+            raise CodecompleteError(f"the project's files {what} hold {splits[split]['tokens']} tokens, fewer than one context "
+                                    f"window of the base model ({block_size + 1}); point adapt at more code{fix}")
+
+
+def fine_tune(cfg: AdaptConfig, base: Base, split: dict[str, Any], emit: Event) -> dict[str, Any]:
+    """The training loop from the base's weights; returns what it did (steps, tokens, minutes, how it ended)."""
+    from codecomplete.engine.checkpoint import read_config
+    from codecomplete.engine.device import pick_device
+    from codecomplete.train.cli import train_with_progress
+    from codecomplete.train.loop import METRICS_FILE, TrainConfig, portable_path
+    from codecomplete.train.run_folder import SLOTS
+
+    out = Path(cfg.out)
+    batch, lr = BATCH_LR[pick_device(cfg.device).type]
+    provenance = {"init_from": portable_path(cfg.base, out), "preset": base.provenance.get("preset"),
+                  "adapt": {"base": portable_path(cfg.base, out), "project": [Path(f).name for f in cfg.folders],
+                            "files": split["project_files"] - len(split["files"]), "heldout_files": len(split["files"]),
+                            "heldout_by": split["by"]}}
+    train = TrainConfig(data=str(out / "data"), out=str(out), init_from=cfg.base, minutes=cfg.minutes, max_steps=cfg.max_steps,
+                        batch_size=cfg.batch_size or batch, lr=cfg.lr or lr, warmup_steps=cfg.warmup_steps,
+                        fim_rate=0.5 if base.has_fim else 0.0, eval_every=cfg.eval_every, eval_tokens=cfg.eval_tokens,
+                        seed=cfg.seed, device=cfg.device, provenance=provenance)
+    stop = EarlyStop(cfg.patience, cfg.min_delta).replay(out / METRICS_FILE)
+
+    def on_event(event: dict[str, Any]) -> None:
+        if event["event"] in ("step", "eval"):
+            done = max([event["elapsed"] / (cfg.minutes * 60)] + ([event["step"] / cfg.max_steps] if cfg.max_steps else []))
+            held = f", held-out loss {stop.best:.3f}" if stop.best < math.inf else ""
+            emit(_progress("train", 5 + 80 * min(done, 1.0), f"fine-tuning: step {event['step']}{held}"))
+        stop(event)
+
+    try:
+        final, early = train_with_progress(train, resume=any((out / slot).exists() for slot, _ in SLOTS), on_event=on_event), False
+    except StoppedEarly as e:
+        final, early = e.record, True
+        console.print(f"stopped early at step {final['step']}: the held-out loss has not fallen by {cfg.min_delta:g} "
+                      f"for {cfg.patience} evaluations (best {stop.best:.4f})")
+    best = read_config(out / "best")["provenance"]["val_loss"]
+    return {"step": final["step"], "tokens": final["tokens"], "minutes": final["elapsed"] / 60, "stopped_early": early,
+            "best_heldout_loss": best, "batch_size": train.batch_size, "lr": train.lr}
+
+
+def inherit_completion(best: Path, completion: dict[str, float]) -> None:
+    """The base's engine settings (config.json's "completion", e.g. how much the prompt's n-grams
+    weigh) go with its fine-tuned weights: they were tuned for a model this one only continues."""
+    path = best / "config.json"
+    config = json.loads(path.read_text())
+    if completion and config.get("completion") != completion:
+        config["completion"] = completion
+        tmp = best / ".config.json.tmp"
+        tmp.write_text(json.dumps(config, indent=2) + "\n")
+        os.replace(tmp, path)
+
+
+# -- the command --------------------------------------------------------------------------------
+def show(state: dict[str, Any], events: bool) -> None:
+    """The comparison, what the fine-tune cost, and the setting to paste (or, for editors, the `done` event)."""
+    from codecomplete.train.adapt_eval import print_comparison, summary
+
+    best = (Path(state["config"]["out"]) / "best").resolve()
+    t = state["trained"]
+    print_comparison(state["comparison"])
+    how = "stopped early: the held-out loss had stopped falling" if t["stopped_early"] else "the budget was spent"
+    console.print(f"fine-tuned for {t['minutes']:.1f} min: {t['step']:,} steps, {t['tokens'] / 1e6:.2f}M tokens, batch "
+                  f"{t['batch_size']} at learning rate {t['lr']:g} ({how})", highlight=False)
+    if events:
+        typer.echo(json.dumps({"event": "done", "checkpoint": str(best), "summary": summary(state["comparison"]), "trained": t}))
+        return
+    console.print("Point your editor at the adapted model with the setting:")
+    typer.echo(f'"codecomplete.checkpoint": "{best}"')
+
+
+def event_printer() -> Event:
+    """Events as JSON lines on stdout for an editor's server; within a phase, at most two a second."""
+    last = {"phase": "", "at": 0.0}
+
+    def emit(event: dict[str, Any]) -> None:
+        now = time.monotonic()
+        if event.get("phase") == last["phase"] and now - last["at"] < 0.5:
+            return
+        last.update(phase=event.get("phase", ""), at=now)
+        typer.echo(json.dumps(event))
+
+    return emit
+
+
+def add_adapt_command(app: typer.Typer) -> None:
+    @app.command("adapt")
+    def adapt_cmd(
+        folders: Annotated[list[Path], typer.Argument(help="The project's folders (recursively, *.py; .gitignore, virtual environments and site-packages skipped).")],
+        out: Annotated[Path, typer.Option(help="Run folder: corpus/, data/, best/ (the adapted checkpoint), last/, adapt.json.")] = Path("runs/adapted"),
+        from_: Annotated[Path | None, typer.Option("--from", help="Checkpoint or Hugging Face folder to adapt (default: the shipped model); its tokenizer and shape are kept.", show_default=False)] = None,
+        minutes: Annotated[float | None, typer.Option(help="Fine-tuning budget (collecting and the comparison come on top). [default: 10]", show_default=False)] = None,
+        max_steps: Annotated[int | None, typer.Option(help="Optimizer-step budget (with --minutes, whichever ends first).")] = None,
+        heldout: Annotated[float | None, typer.Option(help="Share of the project's code held out to stop on and to compare on: whole files, the newest by git history (else chosen by hash). [default: 0.1]", show_default=False)] = None,
+        batch_size: Annotated[int | None, typer.Option(help="Sequences per step (default: 4 on a CPU, more on a GPU).", show_default=False)] = None,
+        lr: Annotated[float | None, typer.Option(help="Peak learning rate (default: 5e-4 on a CPU, 1e-3 on a GPU).", show_default=False)] = None,
+        patience: Annotated[int | None, typer.Option(help="Stop after this many held-out evaluations without improvement. [default: 3]", show_default=False)] = None,
+        eval_every: Annotated[int | None, typer.Option(help="Steps between held-out evaluations. [default: 50]", show_default=False)] = None,
+        eval_cases: Annotated[int | None, typer.Option(help="Line-completion cases per set in the comparison (a fifth as many function bodies; 0: bits per byte only). [default: 100]", show_default=False)] = None,
+        general: Annotated[Path | None, typer.Option(help="General held-out set, to show forgetting: a corpus or a folder of Python code (default: a sample of this Python's standard library).", show_default=False)] = None,
+        keep_tests: Annotated[bool | None, typer.Option("--keep-tests", help="Learn from the project's test files too (dropped by default, as in collect).", show_default=False)] = None,
+        device: Annotated[str | None, typer.Option(help="auto, cuda, mps or cpu. [default: auto]", show_default=False)] = None,
+        overwrite: Annotated[bool, typer.Option(help="Start over in --out (default: resume the adaptation there).")] = False,
+        events: Annotated[bool, typer.Option(help="Progress as JSON lines on stdout, for an editor (the language server's codecomplete.adapt).")] = False,
+    ) -> None:
+        """Fine-tune a checkpoint on your project and compare it with the base; run it again to resume."""
+        cfg, base = plan(folders, out, from_, overwrite, minutes=minutes, max_steps=max_steps, heldout=heldout, batch_size=batch_size,
+                         lr=lr, patience=patience, eval_every=eval_every, eval_cases=eval_cases, keep_tests=keep_tests, device=device,
+                         general=str(general.resolve()) if general else None)
+        state = run_adapt(cfg, base, overwrite, event_printer() if events else None)
+        show(state, events)
