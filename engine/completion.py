@@ -18,7 +18,7 @@ import torch
 from codecomplete.engine.checkpoint import load_checkpoint
 from codecomplete.engine.context_ngrams import ContextNgrams, NextTokenCache
 from codecomplete.engine.copy_index import CopyIndex
-from codecomplete.engine.decoding import Cancelled, Decoded, DecodeParams, Decoder
+from codecomplete.engine.decoding import DRAFT_TOKENS, Cancelled, Decoded, DecodeParams, Decoder
 from codecomplete.engine.device import pick_device
 from codecomplete.engine.hf import SERVED_CONTEXT
 from codecomplete.engine.model import GPT, KVCache
@@ -92,9 +92,10 @@ def project_caches(repo: RepoContext | None, snippets: list[Snippet], prompt_ids
 
 class CompletionEngine:
     def __init__(self, model: GPT, tokenizer: Tokenizer, *, fim: bool = True, min_score: float = -3.0, cache_entries: int = 4,
-                 copy_index: CopyIndex | None = None, context_weight: float = CONTEXT_WEIGHT) -> None:
+                 copy_index: CopyIndex | None = None, context_weight: float = CONTEXT_WEIGHT, draft_tokens: int = DRAFT_TOKENS) -> None:
         self.model, self.tokenizer = model.eval(), tokenizer
         self.context_weight = context_weight  # 0: the model alone; see engine/context_ngrams.py
+        self.draft_tokens = draft_tokens  # verified per forward pass (engine/decoding.py); 0: a token per pass
         # Snippets as files of their own, where the tokenizer has a separator: what a model trained
         # with repository-level examples reads, and what the default model, never trained so,
         # used best too (tune set exact match 28.5% against 27.5% for the same snippets as comments).
@@ -156,7 +157,8 @@ class CompletionEngine:
             self.stats.from_earlier_answer = True
             candidates = reused
         else:
-            params = DecodeParams(n=n, max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p, num_beams=num_beams, seed=seed)
+            params = DecodeParams(n=n, max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p, num_beams=num_beams, seed=seed,
+                                  draft_tokens=self.draft_tokens)
             stop = StopRule.at_cursor(prefix, multiline, max_lines)
             decoded = self._decode(prefix, suffix, params, stop, cancel, deadline, repo, path)
             candidates = self._rank(decoded, suffix, n)

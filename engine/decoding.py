@@ -62,6 +62,9 @@ class Cancelled(Exception):
     """The request was cancelled between two decoding steps."""
 
 
+DRAFT_TOKENS = 8
+
+
 @dataclass(frozen=True)
 class DecodeParams:
     n: int = 3
@@ -71,7 +74,7 @@ class DecodeParams:
     top_p: float | None = None
     num_beams: int = 1  # > 1: beam search
     seed: int | None = 0
-    draft_tokens: int = 8  # tokens of a draft verified per forward pass (0: one token per pass)
+    draft_tokens: int = DRAFT_TOKENS  # tokens of a draft verified per forward pass (0: one token per pass)
 
 
 DRAFT_ORDER = 2  # tokens a cache must match before its guess is worth a place in the pass
@@ -225,9 +228,9 @@ class Decoder:
         if params.seed is not None:
             gen.manual_seed(params.seed)
         self.stats = DraftStats()
-        out = logits.float().expand(n, -1).unsqueeze(1)  # (n, T, V): next-token logits at each fed position
-        at, drafts = [0] * n, [[] for _ in range(n)]  # where each row's next token is decided in out; its draft
-        first = True
+        logits = logits.float()  # (positions, V) that rows may read; before any pass, each row the prompt's
+        first, drafts = [0] * n, [[] for _ in range(n)]  # where each row's positions start in logits; its draft
+        step0 = True
         while True:
             self._check(cancel)
             live = [i for i, r in enumerate(rows) if not r.done and len(r.ids) < limit]
@@ -238,10 +241,10 @@ class Decoder:
             # Round j decides each row's token after j of its draft tokens, while the choices agree.
             going, j = live, 0
             while going:
-                here = out[going, [at[i] + j for i in going]]
                 guess = [drafts[i][j] if j < len(drafts[i]) else None for i in going]
-                tokens, logps = self.choose(here, [rows[i] for i in going], guess, params, caches, gen, first)
-                first = False
+                here = logits[[first[i] + j for i in going]]
+                tokens, logps = self.choose(here, [rows[i] for i in going], guess, params, caches, gen, step0)
+                step0 = False
                 agree = []
                 for i, g, tok, lp in zip(going, guess, tokens, logps):
                     self.push(rows[i], tok, lp, heal, stop)
@@ -261,12 +264,18 @@ class Decoder:
                       for i in range(n)]
             feed = [rows[i].ids[valid:] + drafts[i] if i in live else [] for i in range(n)]
             width = max(map(len, feed))
-            at = [len(rows[i].ids) - 1 - valid for i in range(n)]
             self.stats.passes += 1
             self.stats.drafted += sum(map(len, drafts))
             x = torch.tensor([f + [0] * (width - len(f)) for f in feed], device=logits.device)  # finished rows feed padding
-            out, _ = self.model(x, cache=cache)
-            out = out.float()
+            states = self.model.hidden(x, cache=cache)  # (n, width, C)
+            # Only what a row may read goes through the vocabulary projection: the positions of its
+            # last decided token and of its draft, one run per row from logits[first[i]] on.
+            batch, pos = [], []
+            for i in live:
+                first[i], last = len(batch), len(rows[i].ids) - 1 - valid
+                batch += [i] * (len(drafts[i]) + 1)
+                pos += range(last, last + len(drafts[i]) + 1)
+            logits = self.model.head(states[batch, pos]).float()
         return [self.finish(r, heal) for r in rows]
 
     @staticmethod

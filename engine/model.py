@@ -111,14 +111,16 @@ def rope_tables(seq_len: int, head_size: int, theta: float, scale: float = 1.0,
     inv_freq = 1.0 / (theta ** (torch.arange(0, head_size, 2, dtype=torch.float32, device=device) / head_size))
     positions = torch.arange(seq_len, dtype=torch.float32, device=device) / scale
     angles = torch.outer(positions, inv_freq)  # (T, hs/2)
-    return angles.cos(), angles.sin()
+    cos, sin = angles.cos(), angles.sin()
+    return torch.cat((cos, cos), dim=-1), torch.cat((-sin, sin), dim=-1)  # (T, hs): laid out for apply_rope
 
 
 def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    # x: (B, nh, T, hs); rotate pairs (first half, second half) by position-dependent angles
-    x1, x2 = x.float().chunk(2, dim=-1)
-    out = torch.cat((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1)
-    return out.type_as(x)
+    # x: (B, T, heads, hs); rotate pairs (first half x1, second half x2) by position-dependent angles:
+    # (x1 cos - x2 sin, x2 cos + x1 sin), with the signs and halves already in the tables
+    x = x.float()
+    x1, x2 = x.chunk(2, dim=-1)
+    return x * cos + torch.cat((x2, x1), dim=-1) * sin
 
 
 class CausalSelfAttention(nn.Module):
@@ -131,13 +133,14 @@ class CausalSelfAttention(nn.Module):
         self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
         self.dropout = config.dropout
 
-    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, cache: KVCache | None, layer: int) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, cache: KVCache | None, layer: int,
+                mask: torch.Tensor | None) -> torch.Tensor:
         B, T, C = x.size()
-        kv = self.n_kv_head * self.hs
-        q, k, v = self.c_attn(x).split([C, kv, kv], dim=2)
-        q = q.view(B, T, self.n_head, self.hs).transpose(1, 2)  # (B, nh, T, hs)
-        k, v = (t.view(B, T, self.n_kv_head, self.hs).transpose(1, 2) for t in (k, v))  # (B, nkv, T, hs)
-        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        qkv = self.c_attn(x).view(B, T, self.n_head + 2 * self.n_kv_head, self.hs)  # heads: q | k | v
+        qk = apply_rope(qkv[:, :, : self.n_head + self.n_kv_head], cos, sin).type_as(x)  # one rotation for q and k
+        q = qk[:, :, : self.n_head].transpose(1, 2)  # (B, nh, T, hs)
+        k = qk[:, :, self.n_head :].transpose(1, 2)  # (B, nkv, T, hs)
+        v = qkv[:, :, self.n_head + self.n_kv_head :].transpose(1, 2)
         past = 0
         if cache is not None:
             past = cache.pos
@@ -151,11 +154,7 @@ class CausalSelfAttention(nn.Module):
             k, v = (t.repeat_interleave(rep, dim=1) for t in (k, v))
         if past == 0:
             y = F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=dropout)
-        elif T == 1:
-            y = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout)  # one new token sees everything
-        else:
-            # new tokens see all cached ones and the causal part of themselves (bottom-right aligned)
-            mask = torch.ones(T, past + T, dtype=torch.bool, device=x.device).tril(diagonal=past)
+        else:  # one new token sees everything; more see the cache and the causal part of themselves
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout)
         y = y.transpose(1, 2).contiguous().view(B, T, C)
         return self.c_proj(y)
@@ -191,8 +190,9 @@ class Block(nn.Module):
         self.ln_2 = make_norm(config)
         self.mlp = MLP(config)
 
-    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, cache: KVCache | None, layer: int) -> torch.Tensor:
-        x = x + self.attn(self.ln_1(x), cos, sin, cache, layer)
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, cache: KVCache | None, layer: int,
+                mask: torch.Tensor | None) -> torch.Tensor:
+        x = x + self.attn(self.ln_1(x), cos, sin, cache, layer, mask)
         return x + self.mlp(self.ln_2(x))
 
 
@@ -238,25 +238,36 @@ class GPT(nn.Module):
         With a cache, idx holds only the new tokens; their positions continue after cache.pos.
         last_only skips the vocab projection of all but the last position (prefill for decoding).
         """
-        B, T = idx.size()
-        start = cache.pos if cache is not None else 0
-        if start + T > self.config.block_size:
-            raise ValueError(f"sequence of {start + T} tokens exceeds block_size {self.config.block_size}")
-        cos, sin = self.rope_cos[start : start + T], self.rope_sin[start : start + T]
-        x = self.transformer.drop(self.transformer.wte(idx))  # (B, T, C)
-        for i, block in enumerate(self.transformer.h):
-            x = block(x, cos, sin, cache, i)
-        if cache is not None:
-            cache.pos += T
-        x = self.transformer.ln_f(x[:, -1:] if last_only else x)
-        if x.device.type == "cpu" and not torch.is_grad_enabled():
-            logits = x @ self._head_t()  # (B, T, vocab)
-        else:
-            logits = self.lm_head(x)
+        x = self.hidden(idx, cache)
+        logits = self.head(x[:, -1:] if last_only else x)
         loss = None
         if targets is not None:
             loss = F.cross_entropy(logits.float().view(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-1)
         return logits, loss
+
+    def hidden(self, idx: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
+        """idx (B, T) token ids -> (B, T, C) final states, for head() to project: decoding projects
+        only the positions it reads (a draft is read up to its first wrong token)."""
+        B, T = idx.size()
+        start = cache.pos if cache is not None else 0
+        if start + T > self.config.block_size:
+            raise ValueError(f"sequence of {start + T} tokens exceeds block_size {self.config.block_size}")
+        cos, sin = self.rope_cos[start : start + T, None], self.rope_sin[start : start + T, None]  # (T, 1, hs)
+        mask = None  # new tokens after cached ones see those and the causal part of themselves (bottom-right aligned)
+        if start and T > 1:
+            mask = torch.ones(T, start + T, dtype=torch.bool, device=idx.device).tril(diagonal=start)
+        x = self.transformer.drop(self.transformer.wte(idx))  # (B, T, C)
+        for i, block in enumerate(self.transformer.h):
+            x = block(x, cos, sin, cache, i, mask)
+        if cache is not None:
+            cache.pos += T
+        return self.transformer.ln_f(x)
+
+    def head(self, x: torch.Tensor) -> torch.Tensor:
+        """(..., C) final states -> (..., vocab) logits."""
+        if x.device.type == "cpu" and not torch.is_grad_enabled():
+            return x @ self._head_t()
+        return self.lm_head(x)
 
     def _head_t(self) -> torch.Tensor:
         """The output projection as a contiguous (C, vocab) copy, rebuilt when the weights change.

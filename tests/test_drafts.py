@@ -96,11 +96,13 @@ class MarkovModel(GPT):
         super().__init__(config_from_preset("tiny", vocab_size))
         self.table = table  # (V, V) logits
 
-    def forward(self, idx, targets=None, cache=None, last_only=False):
+    def hidden(self, idx, cache=None):  # the logits themselves, for head() to pass on
         if cache is not None:
             cache.pos += idx.size(1)
-        logits = self.table[idx]
-        return (logits[:, -1:] if last_only else logits), None
+        return self.table[idx]
+
+    def head(self, x):
+        return x
 
 
 class FixedDraft:
@@ -187,3 +189,15 @@ def test_the_previous_suggestion_drafts_the_next_request(random_model: GPT, tok:
     again = fresh.complete(prefix, "", max_lines=7, **kw)  # another request: no answer to reuse, but the same text
     assert not fresh.stats.from_earlier_answer and [c.text for c in again] == [c.text for c in first]
     assert fresh.decoder.stats.accepted > alone + 5
+
+
+@pytest.mark.parametrize("multiline", [False, True])
+def test_the_engine_answers_the_same_with_and_without_drafts(overfit_model: GPT, tok: Tokenizer, multiline: bool) -> None:  # noqa: F811
+    kw = {"n": 3, "max_new_tokens": 24, "multiline": multiline}
+    for prefix in (DOC + "\n\n" + DOC[: DOC.index("total = 0")], DOC + "\n" + DOC[: DOC.index("count_w") + 7]):
+        drafted = CompletionEngine(overfit_model, tok, min_score=-1e9)
+        got = drafted.complete(prefix, "", **kw)
+        assert drafted.decoder.stats.accepted > 0
+        plain = CompletionEngine(overfit_model, tok, min_score=-1e9, draft_tokens=0).complete(prefix, "", **kw)
+        assert [(c.text, c.reason) for c in got] == [(c.text, c.reason) for c in plain]
+        assert [c.score for c in got] == pytest.approx([c.score for c in plain], abs=1e-4)

@@ -84,13 +84,15 @@ class ChainModel(GPT):
         super().__init__(config_from_preset("tiny", vocab_size))
         self.chain, self.default = chain, default
 
-    def forward(self, idx, targets=None, cache=None, last_only=False):
+    def hidden(self, idx, cache=None):  # the logits themselves, for head() to pass on
         B, T = idx.shape
         if cache is not None:
             cache.pos += T
         nxt = torch.tensor([[self.chain.get(t, self.default) for t in row] for row in idx.tolist()])
-        logits = torch.zeros(B, T, self.config.vocab_size).scatter_(2, nxt.unsqueeze(-1), MARGIN)
-        return (logits[:, -1:] if last_only else logits), None
+        return torch.zeros(B, T, self.config.vocab_size).scatter_(2, nxt.unsqueeze(-1), MARGIN)
+
+    def head(self, x):
+        return x
 
 
 def chosen_logprob(vocab_rows: int) -> float:
@@ -123,7 +125,7 @@ def record_decode_inputs(model: GPT, rows: int) -> tuple[list[list[int]], torch.
         if args[0].size(0) == rows and args[0].size(1) == 1:
             steps.append(args[0][:, 0].tolist())
 
-    return steps, model.register_forward_pre_hook(hook)
+    return steps, model.transformer.wte.register_forward_pre_hook(hook)  # every pass embeds its ids
 
 
 def texts(cands: list[Candidate]) -> list[str]:
@@ -491,7 +493,7 @@ def test_cancel_from_another_thread_drops_the_prompt(random_model: GPT, tok: Tok
             assert cancel.wait(10)
 
     canceller = threading.Thread(target=lambda: decoding.wait(10) and cancel.set())
-    handle = random_model.register_forward_pre_hook(hold)
+    handle = random_model.transformer.wte.register_forward_pre_hook(hold)
     canceller.start()
     try:
         with pytest.raises(Cancelled):
