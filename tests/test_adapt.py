@@ -93,7 +93,8 @@ def test_the_adapted_checkpoint_loads_keeps_the_base_tokenizer_and_shape_and_lea
     lm = adapted["state"]["comparison"]["project"]["lm"]
     assert lm["adapted"]["bits_per_byte"] < lm["base"]["bits_per_byte"]
     assert f'"codecomplete.checkpoint": "{best.resolve()}"' in adapted["output"]
-    assert adapted["state"]["trained"]["step"] == 40 and not adapted["state"]["trained"]["stopped_early"]
+    trained = adapted["state"]["trained"]
+    assert trained["step"] == 40 and not trained["stopped_early"] and trained["best_heldout_loss"] < trained["base_heldout_loss"]
 
 
 def test_the_newest_files_by_git_history_are_held_out_and_ignored_paths_skipped(adapted: dict[str, Any]) -> None:
@@ -133,12 +134,13 @@ def test_running_it_again_trains_nothing_more(adapted: dict[str, Any], project: 
 
 
 def test_early_stopping_stops(project: Path, checkpoints: Checkpoints, tmp_path: Path) -> None:  # noqa: F811
-    # A learning rate too small to move the loss by min_delta: the first evaluation sets the best,
-    # the next two do not beat it, and patience 2 ends the run at step 3 x 2.
+    # A learning rate too small to move the loss by min_delta: no evaluation beats the base model's
+    # own held-out loss, and patience 2 ends the run at the second evaluation, step 2 x 2.
     result = adapt(project, "--out", tmp_path / "run", "--from", checkpoints.a, "--max-steps", 100, "--lr", "1e-9",
                    "--eval-every", 2, "--patience", 2, "--eval-cases", 0, "--general", project.parent / "general", "--device", "cpu")
     state = json.loads((tmp_path / "run" / STATE_FILE).read_text())
-    assert state["trained"]["step"] == 6 and state["trained"]["stopped_early"] and "stopped early at step 6" in result.output
+    assert state["trained"]["step"] == 4 and state["trained"]["stopped_early"] and "stopped early at step 4" in result.output
+    assert "no evaluation beat the base model's held-out loss" in result.output
 
 
 def test_patience_counts_the_evaluations_made_before_a_restart(tmp_path: Path) -> None:

@@ -36,6 +36,9 @@ FORMAT_VERSION = 1
 # pretraining (2e-3 for the shipped model). GPUs: not measured here, a larger batch at a rate raised with it.
 BATCH_LR = {"cpu": (4, 5e-4), "mps": (16, 1e-3), "cuda": (32, 1e-3)}
 RESUMABLE = ("minutes", "max_steps", "device", "eval_cases")  # what a resumed run may change
+# A project's own big files are what it is about (click's core.py is 110 kB): up to 1 MB, as the
+# language server's workspace index takes them, not collect's 100 kB for scraped corpora.
+MAX_FILE_BYTES = 1 << 20
 Event = Callable[[dict[str, Any]], None]
 
 
@@ -257,7 +260,8 @@ def run_adapt(cfg: AdaptConfig, base: Base, overwrite: bool = False, on_event: E
         write_state(out, state)
         if not (out / "corpus" / "summary.json").exists():
             emit(_progress("collect", 0, "collecting the project's Python files"))
-            run_collect([Path(f) for f in cfg.folders], out / "corpus", keep_tests=cfg.keep_tests, project=True, overwrite=True)
+            run_collect([Path(f) for f in cfg.folders], out / "corpus", max_bytes=MAX_FILE_BYTES, keep_tests=cfg.keep_tests,
+                        project=True, overwrite=True)
         if "split" not in state:
             state["split"] = hold_out(out / "corpus", cfg.folders, cfg.heldout)
             write_state(out, state)
@@ -318,7 +322,9 @@ def fine_tune(cfg: AdaptConfig, base: Base, split: dict[str, Any], emit: Event) 
                         batch_size=cfg.batch_size or batch, lr=cfg.lr or lr, warmup_steps=cfg.warmup_steps,
                         fim_rate=0.5 if base.has_fim else 0.0, eval_every=cfg.eval_every, eval_tokens=cfg.eval_tokens,
                         seed=cfg.seed, device=cfg.device, provenance=provenance)
-    stop = EarlyStop(cfg.patience, cfg.min_delta).replay(out / METRICS_FILE)
+    # The base's own held-out loss is the first mark to beat: fine-tuning that only makes it worse stops.
+    base_loss = base_heldout_loss(cfg, out / "data")
+    stop = EarlyStop(cfg.patience, cfg.min_delta, best=base_loss).replay(out / METRICS_FILE)
 
     def on_event(event: dict[str, Any]) -> None:
         if event["event"] in ("step", "eval"):
@@ -335,7 +341,23 @@ def fine_tune(cfg: AdaptConfig, base: Base, split: dict[str, Any], emit: Event) 
                       f"for {cfg.patience} evaluations (best {stop.best:.4f})")
     best = read_config(out / "best")["provenance"]["val_loss"]
     return {"step": final["step"], "tokens": final["tokens"], "minutes": final["elapsed"] / 60, "stopped_early": early,
-            "best_heldout_loss": best, "batch_size": train.batch_size, "lr": train.lr}
+            "best_heldout_loss": best, "base_heldout_loss": base_loss, "batch_size": train.batch_size, "lr": train.lr}
+
+
+def base_heldout_loss(cfg: AdaptConfig, data: Path) -> float:
+    """The base's loss on the held-out files, over the windows the training loop evaluates (for a
+    split in one shard, lm_metrics takes the same evenly spaced windows)."""
+    import numpy as np
+
+    from codecomplete.engine.checkpoint import load_checkpoint
+    from codecomplete.engine.device import pick_device
+    from codecomplete.train.data import TokenShards
+    from codecomplete.train.evaluate import lm_metrics
+
+    val = TokenShards(data, "val")
+    with console.status("the base model's held-out loss"):
+        model = load_checkpoint(cfg.base, pick_device(cfg.device)).model
+        return lm_metrics(model, np.concatenate([np.asarray(a) for a in val.arrays]), val.bytes, cfg.eval_tokens)["loss"]
 
 
 def inherit_completion(best: Path, completion: dict[str, float]) -> None:
@@ -361,6 +383,9 @@ def show(state: dict[str, Any], events: bool) -> None:
     how = "stopped early: the held-out loss had stopped falling" if t["stopped_early"] else "the budget was spent"
     console.print(f"fine-tuned for {t['minutes']:.1f} min: {t['step']:,} steps, {t['tokens'] / 1e6:.2f}M tokens, batch "
                   f"{t['batch_size']} at learning rate {t['lr']:g} ({how})", highlight=False)
+    if t["best_heldout_loss"] >= t["base_heldout_loss"]:
+        console.print(f"[yellow]warning: no evaluation beat the base model's held-out loss ({t['base_heldout_loss']:.4f} against "
+                      f"{t['best_heldout_loss']:.4f}): the base serves this project as well; try a lower --lr", highlight=False)
     if events:
         typer.echo(json.dumps({"event": "done", "checkpoint": str(best), "summary": summary(state["comparison"]), "trained": t}))
         return

@@ -63,7 +63,8 @@ def compare(cfg: Any, heldout: list[str], on_done: Callable[[float], None]) -> d
     models = {name: CompletionEngine.from_checkpoint(path, cfg.device, min_score=-1e9)  # every candidate is scored
               for name, path in (("base", cfg.base), ("adapted", out / "best"))}
     tokenizer = models["base"].tokenizer
-    systems = models | {"n-gram": NgramCompleter(run_baseline(out / "data", None))}
+    # The n-gram baseline answers completion cases only: no counting when there are none.
+    systems = models | ({"n-gram": NgramCompleter(run_baseline(out / "data", None))} if cfg.eval_cases else {})
     sets = [("project", f"{len(project)} held-out files of the project", project, systems, CopyIndex.load(out / "data" / INDEX_FILE)),
             ("general", general_title, general, models, None)]
     eval_cfg = EvalConfig(line_cases=cfg.eval_cases, body_cases=max(1, cfg.eval_cases // 5), lm_tokens=LM_TOKENS)
