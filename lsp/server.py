@@ -24,6 +24,7 @@ from pygls.uris import to_fs_path
 
 from codecomplete.lsp import __version__
 from codecomplete.lsp.acceptance import AcceptanceLog, default_log_path
+from codecomplete.lsp.adapt import ADAPT, Adapter
 from codecomplete.lsp.convert import ACCEPTED, lsp_completion_items, lsp_inline_items, word_range
 from codecomplete.lsp.indexer import Indexer, fs_path
 from codecomplete.lsp.logs import log, progress, set_level, setup_logging
@@ -43,6 +44,7 @@ class CodecompleteServer(LanguageServer):
         self.docs: dict[str, Document] = {}
         self.worker = Worker()
         self.indexer = Indexer(self)  # the workspace folders' files: repository context
+        self.adapter = Adapter(self)  # codecomplete.adapt: fine-tuning on a workspace folder
         self.defaults = Settings()  # the command line's flags over the built-in defaults
         self.settings = Settings()
         self.sections: dict[str, dict | None] = {"initializationOptions": None,
@@ -330,6 +332,17 @@ async def reload(ls: CodecompleteServer, *args: Any) -> dict[str, Any]:
     return ls.status()
 
 
+@server.command(ADAPT)
+async def adapt(ls: CodecompleteServer, *args: Any) -> dict[str, Any]:
+    """Fine-tune the served model on a workspace folder (lsp/adapt.py). The client then sets the
+    checkpoint setting to the result's; when it is the one served already, reload it here."""
+    served = ls.worker.model.checkpoint if ls.worker.model else None
+    result = await ls.adapter.run(args[0] if args else None, Path(served) if served else None)
+    if "checkpoint" in result and ls.wanted and ls.wanted[0].resolve() == Path(result["checkpoint"]):
+        ls.settings_changed(force=True)
+    return result
+
+
 @server.command(ACCEPTED)
 def accepted(ls: CodecompleteServer, *args: Any) -> None:
     for a in args:
@@ -356,6 +369,7 @@ def main(argv: list[str] | None = None) -> None:
     code = serve_tcp(server, host, int(port)) if args.tcp else serve_stdio(server)
     server.worker.shutdown()
     server.indexer.shutdown()
+    server.adapter.shutdown()
     sys.stderr.flush()
     os._exit(code)  # a model still loading in its thread must not hold the editor's exit
 

@@ -1,7 +1,8 @@
 """The Neovim plugin (editors/nvim) in a real headless Neovim 0.12, loaded from the repository:
 setup() registers codecomplete-lsp, the completion menu and the ghost text come from the tiny
 checkpoint, :CodecompleteCheckpoint swaps it, :CodecompleteStatus and :checkhealth codecomplete
-report. editors/nvim/tests/plugin_e2e.lua drives Neovim and writes down what it saw; this checks it."""
+report, :CodecompleteAdapt fine-tunes the model on the workspace. editors/nvim/tests/plugin_e2e.lua
+drives Neovim and writes down what it saw; this checks it."""
 from __future__ import annotations
 
 import json
@@ -24,16 +25,17 @@ pytestmark = pytest.mark.skipif(NVIM is None, reason="nvim is not on PATH (pip i
 FOR_ROW, TYPED = 8, "    for i in ra"
 
 
-def run_nvim(scenario: str, checkpoints: Checkpoints, tmp: Path) -> dict[str, Any]:  # noqa: F811
-    env = {k: v for k, v in os.environ.items() if k != "CODECOMPLETE_CHECKPOINT"} | {
+def run_nvim(scenario: str, checkpoints: Checkpoints, tmp: Path, more: dict[str, str] | None = None,  # noqa: F811
+             timeout: int = 170) -> dict[str, Any]:
+    env = {k: v for k, v in os.environ.items() if k != "CODECOMPLETE_CHECKPOINT"} | (more or {}) | {
         "OMP_NUM_THREADS": "1", "E2E_SCENARIO": scenario, "E2E_PLUGIN": str(PLUGIN),
         "E2E_SERVER_CMD": json.dumps(SERVER), "E2E_CHECKPOINT": str(checkpoints.a),
         "E2E_CHECKPOINT_B": str(checkpoints.b), "E2E_BARE_PYTHON": BARE_PYTHON or "/usr/bin/python3",
         "E2E_OUT": str(tmp / "report.json"),
         **{f"XDG_{d}_HOME": str(tmp / d.lower()) for d in ("CONFIG", "DATA", "STATE", "CACHE")},  # no ~/.local/state/nvim
     }
-    proc = subprocess.run(["timeout", "170", NVIM, "--headless", "-u", "NONE", "-i", "NONE", "-n", "-c", f"luafile {SCRIPT}"],
-                          cwd=tmp, stdin=subprocess.DEVNULL, capture_output=True, text=True, env=env, timeout=180, check=False)
+    proc = subprocess.run(["timeout", str(timeout), NVIM, "--headless", "-u", "NONE", "-i", "NONE", "-n", "-c", f"luafile {SCRIPT}"],
+                          cwd=tmp, stdin=subprocess.DEVNULL, capture_output=True, text=True, env=env, timeout=timeout + 10, check=False)
     report = json.loads((tmp / "report.json").read_text()) if (tmp / "report.json").exists() else {}
     assert proc.returncode == 0 and "error" not in report, f"rc={proc.returncode}\n{report.get('error')}\n{proc.stderr[-3000:]}"
     (tmp / "report.pretty.json").write_text(json.dumps(report, indent=1, ensure_ascii=False))  # for a human
@@ -126,3 +128,27 @@ def test_checkhealth_names_the_fix(checkpoints: Checkpoints, tmp_path: Path) -> 
     assert "-m codecomplete.lsp does not start" in "\n".join(health(run["health_bare_python"], "ERROR"))
     assert "lacks the module codecomplete" in bare and "setup({ python" in bare  # the advice under it
     assert run["clients"] == 0  # nothing was started for a server that cannot run
+
+
+def test_adapt_command_says_why_it_failed_stops_resumes_and_serves_the_result(checkpoints: Checkpoints,  # noqa: F811
+                                                                              tmp_path: Path) -> None:
+    import random
+
+    from conftest import synthetic_module
+
+    project = tmp_path / "project"
+    project.mkdir()
+    for i in range(8):
+        (project / f"mod{i}.py").write_text(synthetic_module(random.Random(500 + i)))
+    # Each adaptation starts a Python that imports torch: minutes on a busy machine, not seconds.
+    run = run_nvim("adapt", checkpoints, tmp_path, {"E2E_PROJECT": str(project), "E2E_TIMEOUT_MS": "150000"}, timeout=600)
+    assert "failed: error: none of the 1 .py files passed the filters" in run["adapt_failure"]
+    assert [m for m in messages(run) if "failed" in m] == [run["adapt_failure"]]  # one message
+    assert "stopped; :CodecompleteAdapt resumes it" in run["adapt_stopped"] and not run["adapt_job_after_stop"]
+    adapted = tmp_path / "data" / "codecomplete" / "adapted"
+    [out] = list(adapted.iterdir())
+    assert run["status_after_adapt"]["model"]["checkpoint"] == str(out / "best")
+    assert run["client_after_adapt"] and run["completion_after_adapt"]["items"]  # the same client, the new model
+    assert f"serving {out / 'best'} on cpu" in messages(run)
+    state = json.loads((out / "adapt.json").read_text())
+    assert state["trained"]["step"] > 0 and "project line exact match" in run["adapt_done"]

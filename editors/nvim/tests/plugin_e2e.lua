@@ -8,7 +8,9 @@
 --
 -- Scenarios: main (setup, menu, ghost text, :CodecompleteCheckpoint, :CodecompleteStatus,
 -- :checkhealth), legacy (vim.lsp.start, as before Neovim 0.11), broken (:checkhealth with a missing
--- server and a Python without the package). Not `nvim -l`: it exits when Insert mode waits for a key.
+-- server and a Python without the package), adapt (:CodecompleteAdapt fails with its cause, is
+-- cancelled, resumes and serves; E2E_PROJECT: Python files to put beside the sample). Not `nvim -l`:
+-- it exits when Insert mode waits for a key.
 -- Exit code: 0 done, 1 an error or a step timed out, 3 the watchdog fired.
 
 local uv = vim.uv
@@ -178,6 +180,41 @@ local function broken_scenario(opts)
   report.clients = #vim.lsp.get_clients()
 end
 
+--- The first message since the n-th that holds text, or nil.
+local function message_since(n, text)
+  for i = n + 1, #report.messages do
+    if report.messages[i].msg:find(text, 1, true) then return report.messages[i].msg end
+  end
+end
+
+local function adapt_scenario(opts)
+  plugin.setup(vim.tbl_extend('force', opts, { adapt = { minutes = 0.05, eval_cases = 2 } }))
+  local buf, client = open_sample()
+  local root, n = client.root_dir, #report.messages
+  vim.cmd.CodecompleteAdapt() -- the sample alone is too small for collect's filters
+  report.adapt_failure = wait_for('the failure', function() return message_since(n, 'failed') end)
+  for _, file in ipairs(vim.fn.glob(assert(os.getenv('E2E_PROJECT')) .. '/*.py', false, true)) do
+    vim.fn.writefile(vim.fn.readfile(file), root .. '/' .. vim.fs.basename(file))
+  end
+  n = #report.messages
+  vim.cmd.CodecompleteAdapt('5') -- five minutes: stopped once fine-tuning runs
+  wait_for('fine-tuning to begin', function() return message_since(n, ': fine-tuning') end)
+  vim.cmd.CodecompleteAdapt('cancel')
+  report.adapt_stopped = wait_for('the stop', function() return message_since(n, 'stopped;') end)
+  report.adapt_job_after_stop = require('codecomplete.adapt').job ~= nil
+  n = #report.messages
+  vim.cmd.CodecompleteAdapt() -- resumes, with the setup's budget
+  report.adapt_done = wait_for('the adapted model', function() return message_since(n, 'adapted to ') end)
+  report.status_after_adapt = wait_for('the adapted model to serve', function()
+    local s = plugin.status(buf)
+    local m = type(s) == 'table' and s.model
+    return type(m) == 'table' and m.checkpoint:find('/best$') and type(s.loading) ~= 'string' and s
+  end)
+  wait_for('the plugin to say it serves the adapted model', function() return message_since(n, 'serving ') end)
+  report.completion_after_adapt = request(client, buf, 'textDocument/completion')
+  report.client_after_adapt = plugin.clients(buf)[1].id == client.id
+end
+
 local function main()
   vim.opt.rtp:prepend(assert(os.getenv('E2E_PLUGIN'), 'E2E_PLUGIN: the plugin folder'))
   vim.cmd.runtime('plugin/codecomplete.lua') -- what Neovim does at startup for plugins on 'runtimepath'
@@ -187,7 +224,7 @@ local function main()
     checkpoint = os.getenv('E2E_CHECKPOINT'), threads = 1, min_score = -100, timeout_ms = 10000,
     settings = { numSuggestions = 3, acceptanceLog = false },
   }
-  local scenarios = { main = main_scenario, legacy = legacy_scenario, broken = broken_scenario }
+  local scenarios = { main = main_scenario, legacy = legacy_scenario, broken = broken_scenario, adapt = adapt_scenario }
   assert(scenarios[SCENARIO], 'unknown E2E_SCENARIO ' .. SCENARIO)(opts)
 end
 

@@ -18,6 +18,9 @@ M.defaults = {
     prev = '<M-[>',
   },
   settings = {}, -- server settings in camelCase, e.g. { numSuggestions = 3 }
+  -- :CodecompleteAdapt: minutes of fine-tuning, and eval_cases, the line cases of the comparison with
+  -- the base model that follows (default: the CLI's, 100)
+  adapt = { minutes = 10 },
 }
 local PLUGIN_KEYS = { cmd = true, python = true }
 for key in pairs(M.defaults) do
