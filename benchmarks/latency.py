@@ -6,6 +6,10 @@ Scenarios, each over cursor positions in real Python files (this Python's standa
   typing  the user types the rest of the line one character at a time (prefix cache warm)
 The peer gets the same prompt ids and produces 3 sequences of --new-tokens tokens with
 `generate()`; ours returns 3 ranked single-line candidates and stops each at end of line.
+Ours runs twice, request by request: with drafts (the default) and with a token per pass
+(--draft-tokens 0), so the figures show what the drafts give; both return the same candidates.
+Last comes where the time of a decoding pass goes (a profile of the engine's own steps, then of
+the operations inside the model).
 
     python benchmarks/latency.py                          # small preset, random weights
     python benchmarks/latency.py --checkpoint runs/small/best
@@ -18,12 +22,16 @@ import random
 import statistics
 import sysconfig
 import time
+from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
+from torch.profiler import ProfilerActivity, profile
 
 from codecomplete.engine.checkpoint import load_checkpoint, read_config
 from codecomplete.engine.completion import DTYPES, CompletionEngine
+from codecomplete.engine.decoding import DRAFT_TOKENS
 from codecomplete.engine.device import pick_device
 from codecomplete.engine.hf import SERVED_CONTEXT, is_hf_config
 from codecomplete.engine.model import GPT, config_from_preset
@@ -83,6 +91,132 @@ def peer_latency(peer, ids: list[int], n: int, new_tokens: int) -> float:
     return (time.perf_counter() - t0) * 1000
 
 
+class Run:
+    """One engine's figures over the scenarios: latencies, and what its decoder drafted."""
+
+    def __init__(self, engine: CompletionEngine) -> None:
+        self.engine = engine
+        self.cold: list[float] = []
+        self.typing: list[float] = []
+        self.decoded: list[float] = []  # the keystrokes that needed the model
+        self.shortcut = 0
+        self.tokens = Counter()  # generated, accepted from drafts, passes: cold and decoded keystrokes together
+
+    def complete(self, prefix: str, suffix: str, opts: dict, into: list[float]) -> None:
+        self.engine.complete(prefix, suffix, **opts)
+        s = self.engine.stats
+        into.append(s.latency_ms)
+        if not s.from_earlier_answer:
+            d = self.engine.decoder.stats
+            self.tokens.update(generated=s.generated_tokens, accepted=d.accepted, passes=d.passes, drafted=d.drafted)
+
+    def report(self, name: str) -> None:
+        print(f"{name} cold    {percentiles(self.cold)}")
+        print(f"{name} typing  {percentiles(self.typing)}   ({self.shortcut}/{len(self.typing)} answered from the earlier result)")
+        if self.decoded:
+            print(f"  decoded    {percentiles(self.decoded)}   (the keystrokes that needed the model)")
+        t = self.tokens
+        if t["drafted"]:
+            print(f"  drafts: {t['accepted']} of {t['generated']} generated tokens ({t['accepted'] / max(t['generated'], 1):.0%}) "
+                  f"were accepted from drafts ({t['accepted'] / t['drafted']:.0%} of {t['drafted']} drafted); "
+                  f"{t['passes']} forward passes")
+        else:
+            print(f"  {t['passes']} forward passes for {t['generated']} generated tokens")
+
+
+def timed(into: Counter, key: str, fn: Callable) -> Callable:
+    def wrapper(*args, **kw):
+        t0 = time.perf_counter()
+        out = fn(*args, **kw)
+        into[key] += time.perf_counter() - t0
+        into[key + " calls"] += 1
+        return out
+
+    return wrapper
+
+
+def step_profile(engine: CompletionEngine, cases: list[tuple[str, str, str]], opts: dict) -> None:
+    """Where a decoding pass's time goes: the engine's parts over the cold cases, then the
+    operations inside one typical pass of the model."""
+    spent, widths, rows = Counter(), Counter(), opts["n"]
+    model, decoder = engine.model, engine.decoder
+
+    def blocks(idx: torch.Tensor, cache=None) -> torch.Tensor:
+        if idx.size(0) == rows:  # a decoding pass, not a prefill
+            widths[idx.size(1)] += 1
+            return timed(spent, "blocks", type(model).hidden)(model, idx, cache)
+        return timed(spent, "prefill", type(model).hidden)(model, idx, cache)
+
+    def head(x: torch.Tensor) -> torch.Tensor:  # a prefill projects (1, 1, C); a pass its positions (P, C)
+        return timed(spent, "head" if x.dim() == 2 else "prefill", type(model).head)(model, x)
+
+    model.hidden, model.head = blocks, head
+    for name in ("choose", "push", "draft"):
+        setattr(decoder, name, timed(spent, name, getattr(decoder, name)))
+    try:
+        for prefix, _, suffix in cases:
+            engine.clear_cache()
+            engine.complete(prefix, suffix, **opts)
+            spent["complete"] += engine.stats.latency_ms / 1000
+    finally:
+        for name in ("hidden", "head"):
+            delattr(model, name)
+        for name in ("choose", "push", "draft"):
+            delattr(decoder, name)
+    passes = spent["blocks calls"]
+    if not passes:
+        return
+    width = sum(w * k for w, k in widths.items()) / passes
+    print(f"\nwhere the time goes (cold, {len(cases)} completions, {passes / len(cases):.1f} decoding passes each, "
+          f"{width:.1f} tokens fed per row and pass):")
+    per_pass = {
+        "blocks (the model up to its last norm)": spent["blocks"],
+        "vocabulary projection of the positions read": spent["head"],
+        "choosing: caches mixed in, healing masks, argmax/sampling": spent["choose"],
+        "stop rules and bookkeeping": spent["push"],
+        "drafting": spent["draft"],
+    }
+    total = sum(per_pass.values())
+    for name, s in per_pass.items():
+        print(f"  {name:58s} {s / passes * 1000:6.2f} ms per pass  {s / total:4.0%}")
+    print(f"  {'the prompt (prefill), per completion':58s} {spent['prefill'] / len(cases) * 1000:6.2f} ms")
+    rest = spent["complete"] - total - spent["prefill"]
+    print(f"  {'the rest (prompt building, tokenizing, ranking), per completion':58s} {rest / len(cases) * 1000:6.2f} ms")
+    model_profile(model, rows, max(1, round(width)), engine.stats.prompt_tokens)
+
+
+@torch.inference_mode()
+def model_profile(model: GPT, rows: int, width: int, cached: int, repeats: int = 30) -> None:
+    """The operations inside one pass of `rows` x `width` new tokens after `cached` ones."""
+    device = model.transformer.wte.weight.device
+    cache = model.new_cache(1)
+    model.hidden(torch.zeros(1, cached, dtype=torch.long, device=device), cache)
+    cache = cache.expand(rows)
+    x = torch.zeros(rows, width, dtype=torch.long, device=device)
+    for _ in range(3):
+        cache.truncate(cached)
+        model.hidden(x, cache)
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    with profile(activities=activities) as prof:
+        t0 = time.perf_counter()
+        for _ in range(repeats):
+            cache.truncate(cached)
+            model.hidden(x, cache)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        wall = (time.perf_counter() - t0) / repeats
+    kinds = Counter()
+    for e in prof.events():
+        if e.cpu_parent is None and e.name.startswith("aten::"):  # top-level operations, their children inside
+            name = e.name
+            kind = ("matmuls" if any(k in name for k in ("mm", "matmul", "linear")) else
+                    "attention" if "attention" in name else "norms" if "norm" in name else "other operations")
+            kinds[kind] += e.cpu_time_total / 1e6 / repeats
+    kinds["Python and dispatch between operations"] = max(0.0, wall - sum(kinds.values()))
+    parts = ", ".join(f"{k} {v * 1000:.2f}" for k, v in kinds.most_common())
+    print(f"  one pass through the blocks, {rows} rows x {width} tokens after {cached}: {wall * 1000:.2f} ms = {parts} (ms)")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--checkpoint", type=Path, help="a trained checkpoint (default: random small model + a tokenizer from --tokenizer)")
@@ -93,6 +227,7 @@ def main() -> None:
     ap.add_argument("--cases", type=int, default=10)
     ap.add_argument("--keystrokes", type=int, default=8, help="characters typed per case in the typing scenario")
     ap.add_argument("--new-tokens", type=int, default=24)
+    ap.add_argument("--draft-tokens", type=int, default=DRAFT_TOKENS, help="draft tokens verified per pass (0: measure once, without)")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
 
@@ -112,37 +247,39 @@ def main() -> None:
           f"block {model.config.block_size} | {'trained' if args.checkpoint else 'random'} weights"
           f"{' | Hugging Face ' + read_config(hf_folder)['model_type'] if hf_folder else ''}")
     peer = make_peer(model, hf_folder)
-    engine = CompletionEngine(model, tok, min_score=-1e9)  # no floor: every request decodes in full
+    # No floor: every request decodes in full. Ours with drafts, and (when drafting) with a token per pass.
+    runs = [Run(CompletionEngine(model, tok, min_score=-1e9, draft_tokens=k)) for k in dict.fromkeys((args.draft_tokens, 0))]
     opts = dict(n=3, max_new_tokens=args.new_tokens)
     cases = cursor_cases(args.cases, args.seed)
-    engine.complete(cases[0][0], cases[0][2], **opts)  # warm up kernels once
+    for run in runs:
+        run.engine.complete(cases[0][0], cases[0][2], **opts)  # warm up kernels once
 
-    cold, typing, typing_decoded, peer_ms, prompt_lens, generated, shortcut = [], [], [], [], [], [], 0
+    peer_ms, prompt_lens, generated = [], [], []
     for prefix, typed, suffix in cases:
-        engine.clear_cache()
-        engine.complete(prefix, suffix, **opts)
-        cold.append(engine.stats.latency_ms)
-        prompt_lens.append(engine.stats.prompt_tokens)
-        generated.append(engine.stats.generated_tokens / 3)
+        for run in runs:
+            run.engine.clear_cache()
+            run.complete(prefix, suffix, opts, run.cold)
+        prompt_lens.append(runs[0].engine.stats.prompt_tokens)
+        generated.append(runs[0].engine.stats.generated_tokens / 3)
         for k in range(1, args.keystrokes + 1):
-            engine.complete(prefix + typed[:k], suffix, **opts)
-            typing.append(engine.stats.latency_ms)
-            shortcut += engine.stats.from_earlier_answer
-            if not engine.stats.from_earlier_answer:
-                typing_decoded.append(engine.stats.latency_ms)
+            for run in runs:
+                run.complete(prefix + typed[:k], suffix, opts, run.typing)
+                run.shortcut += run.engine.stats.from_earlier_answer
+                if not run.engine.stats.from_earlier_answer:
+                    run.decoded.append(run.typing[-1])
         if peer is not None:
-            ids = build_prompt(tok, prefix, suffix, model.config.block_size - args.new_tokens, engine.fim).ids
+            ids = build_prompt(tok, prefix, suffix, model.config.block_size - args.new_tokens, runs[0].engine.fim).ids
             peer_ms.append(peer_latency(peer, ids, 3, args.new_tokens))
 
     print(f"prompt tokens: mean {statistics.mean(prompt_lens):.0f}; generated per candidate: mean {statistics.mean(generated):.1f} (cap {args.new_tokens})")
-    print(f"ours cold    {percentiles(cold)}")
-    print(f"ours typing  {percentiles(typing)}   ({shortcut}/{len(typing)} answered from the earlier result)")
-    if typing_decoded:
-        print(f"  decoded    {percentiles(typing_decoded)}   (the keystrokes that needed the model)")
+    for run, name in zip(runs, ("ours", "ours, a token per pass")):
+        run.report(name)
+    ours = runs[0]
     if peer_ms:
         print(f"peer cold    {percentiles(peer_ms)}   (HF generate, 3 x {args.new_tokens} tokens)")
-        decoded = f", typing (decoded keystrokes) {statistics.median(peer_ms) / statistics.median(typing_decoded):.1f}x" if typing_decoded else ""
-        print(f"ratio peer/ours p50: cold {statistics.median(peer_ms) / statistics.median(cold):.1f}x{decoded}")
+        decoded = f", typing (decoded keystrokes) {statistics.median(peer_ms) / statistics.median(ours.decoded):.1f}x" if ours.decoded else ""
+        print(f"ratio peer/ours p50: cold {statistics.median(peer_ms) / statistics.median(ours.cold):.1f}x{decoded}")
+    step_profile(ours.engine, cases, opts)
 
 
 if __name__ == "__main__":
