@@ -76,12 +76,16 @@ def config_from_preset(preset: str, tokenizer_vocab_size: int, mlp: str = "gelu"
 
 
 class KVCache:
-    """Keys and values of every layer for a batch of sequences, preallocated to max_len."""
+    """Keys and values of every layer for a batch of sequences, preallocated to max_len.
+
+    Positions from pos on are never read before a token's keys and values are written there, so
+    the memory starts uninitialised and copies stop at pos.
+    """
 
     def __init__(self, config: GPTConfig, batch_size: int, max_len: int, device: torch.device | str, dtype: torch.dtype) -> None:
         shape = (config.n_layer, batch_size, config.kv_heads, max_len, config.head_size)
-        self.k = torch.zeros(shape, device=device, dtype=dtype)
-        self.v = torch.zeros(shape, device=device, dtype=dtype)
+        self.k = torch.empty(shape, device=device, dtype=dtype)
+        self.v = torch.empty(shape, device=device, dtype=dtype)
         self.pos = 0  # tokens already stored
 
     def append(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -99,7 +103,12 @@ class KVCache:
 
     def expand(self, batch_size: int) -> KVCache:
         """Copy a one-row cache into batch_size rows (prefill once, decode n candidates)."""
-        return self.select(torch.zeros(batch_size, dtype=torch.long, device=self.k.device))
+        out = KVCache.__new__(KVCache)
+        out.pos = self.pos
+        out.k, out.v = (t.new_empty(t.shape[:1] + (batch_size,) + t.shape[2:]) for t in (self.k, self.v))
+        for new, old in ((out.k, self.k), (out.v, self.v)):
+            new[:, :, :, : self.pos] = old[:, :, :, : self.pos]  # broadcast over the rows
+        return out
 
     def truncate(self, length: int) -> None:
         """Forget positions from length on; later appends overwrite them."""
