@@ -75,14 +75,18 @@ class EngineStats:
     reasons: dict[str, int] = field(default_factory=dict)
 
 
-def project_caches(repo: RepoContext | None, snippets: list[Snippet], prompt_ids: list[int], path: str | None) -> list[NextTokenCache]:
-    """The project's n-grams and the retrieved snippets' own, to mix into each step (the n-gram
-    baseline gets the same)."""
+def project_caches(repo: RepoContext | None, snippets: list[Snippet], prompt_ids: list[int], path: str | None,
+                   multiline: bool) -> list[NextTokenCache]:
+    """The project's n-grams (for single lines) and the retrieved snippets' own, to mix into each
+    step (the n-gram baseline gets the same)."""
     snap = repo.snapshot if repo is not None else None
     if snap is None:
         return []
     caches: list[NextTokenCache] = []
-    if snap.ngrams is not None and repo.config.project_ngrams:
+    # Phrases of the whole project copied into a block broke its syntax: on the tuning corpus,
+    # function bodies parsed 68% with them (70% on the first line alone), 77% without, 79% with
+    # no repository context; the snippets' own n-grams raised their edit similarity.
+    if snap.ngrams is not None and repo.config.project_ngrams and not multiline:
         caches.append(ProjectCache(snap.ngrams, prompt_ids, repo.config.ngram_weight, path))
     if snippets:
         ids = repo.tokenizer.encode("".join(s.text for s in snippets))
@@ -202,7 +206,7 @@ class CompletionEngine:
         prompt = build_prompt(self.tokenizer, prefix, suffix, budget, self.fim, self._start_hint, context, self.file_sep)
         self._start_hint = prompt.prefix_start
         entry = self._prefill(prompt.ids)
-        caches = [ContextNgrams(prompt.ids, self.decoder.stop_ids, self.context_weight), *project_caches(repo, snippets, prompt.ids, path)]
+        caches = [ContextNgrams(prompt.ids, self.decoder.stop_ids, self.context_weight), *project_caches(repo, snippets, prompt.ids, path, stop.multiline)]
         if self._answer is not None:  # the previous suggestion: drafts only (weight 0 is never mixed in)
             earlier = [t for c in self._answer.candidates for t in (*self.tokenizer.encode(c.text), self.tokenizer.eot_id)]
             caches.append(ContextNgrams(earlier, self.decoder.stop_ids, 0.0, prompt.ids))

@@ -176,6 +176,10 @@ def test_the_engine_copies_a_name_only_another_file_defines(random_model: GPT, t
     assert alone[0].text != "items, limit)" and helped[0].text == "items, limit)"
     engine.clear_cache()
     assert engine.complete(prefix, "", n=1, repo=repo, path="parts.py")[0].text != "items, limit)"
+    engine.clear_cache()
+    block = engine.complete(prefix, "", n=1, multiline=True)
+    engine.clear_cache()  # a block gets no project n-grams: copying them broke bodies' syntax
+    assert engine.complete(prefix, "", n=1, multiline=True, repo=repo, path="here.py") == block
 
 
 def test_project_ngrams_are_stored_compactly(tok: Tokenizer) -> None:  # noqa: F811

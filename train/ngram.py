@@ -172,7 +172,7 @@ class NgramCompleter:
         shown = snippet_ids(self.tokenizer, snippets, budget, "file_sep" in self.tokenizer.special_ids) if snippets else []
         around = ContextNgrams([*self.tokenizer.encode(suffix[:SUFFIX_CHARS]), self.tokenizer.eot_id, *shown, *context],
                                frozenset(self.special), self.context_weight)
-        caches: list[NextTokenCache] = [around, *project_caches(repo, snippets, context, path)]
+        caches: list[NextTokenCache] = [around, *project_caches(repo, snippets, context, path, multiline)]
         firsts = self._allowed(self._next_tokens(context, [], caches), heal)[:n]
         best: dict[str, Candidate] = {}
         for first, score in firsts:
