@@ -3,11 +3,16 @@
 The server runs `codecomplete-train adapt` for the editors rather than each editor spawning it:
 one implementation serves VS Code, Neovim and any LSP client alike; it runs with the server's own
 Python (`python -m codecomplete.train.cli`), so no editor has to find the training CLI; its progress
-reaches every client as `$/progress`, and a client stops it the standard ways (`$/cancelRequest`, or
-cancelling the progress). It runs as a child process at low priority, never inside the server:
+reaches every client as `$/progress`, and cancelling that progress stops it. It runs as a child
+process at low priority, never inside the server:
 training holds the CPU for minutes and must not stall completions, a child stops cleanly on SIGTERM
 (the training loop writes its checkpoint, so the same command resumes), and its failure cannot take
 the server down.
+
+Cancelling is by the progress token (`window/workDoneProgress/cancel`, also for a client's own
+workDoneToken), not `$/cancelRequest`: pygls 2.1 runs a command's coroutine under an inner request
+id, so it answers a `$/cancelRequest` of workspace/executeCommand at once and the coroutine, and the
+training, would go on.
 
 Argument: {"folder", "out"?, "minutes"?, "evalCases"?, "workDoneToken"?}. Result: {"checkpoint",
 "summary", "out"} once done, {"cancelled": true, "out"} when its progress was cancelled. A failure
@@ -114,10 +119,6 @@ class Adapter:
                     done = event
             await stderr
             code = await proc.wait()
-        except asyncio.CancelledError:  # $/cancelRequest: stop the child cleanly, then answer
-            await self.stop()
-            self._end(token, "stopped")
-            raise
         finally:
             self.proc = None
         if done is not None:
@@ -161,20 +162,19 @@ class Adapter:
                 log.info("adapt: %s", line)
 
     def _terminate(self, proc: asyncio.subprocess.Process | None) -> None:
-        if proc is not None and proc.returncode is None:
-            self.stopping = True
-            with contextlib.suppress(ProcessLookupError):
-                proc.send_signal(signal.SIGTERM)
+        """SIGTERM (the run saves and exits); SIGKILL if it is still there STOP_WAIT_S later."""
+        if proc is None or proc.returncode is not None:
+            return
+        self.stopping = True
 
-    async def stop(self) -> None:
-        """SIGTERM (the run saves and exits), then SIGKILL if it takes too long."""
-        proc = self.proc
-        self._terminate(proc)
-        if proc is not None:
-            try:
-                await asyncio.wait_for(proc.wait(), STOP_WAIT_S)
-            except TimeoutError:
+        def kill() -> None:
+            if proc.returncode is None:
                 proc.kill()
+
+        with contextlib.suppress(ProcessLookupError):
+            proc.send_signal(signal.SIGTERM)
+        with contextlib.suppress(RuntimeError):  # no loop: the server is exiting; the child ends on its own
+            asyncio.get_running_loop().call_later(STOP_WAIT_S, kill)
 
     def shutdown(self) -> None:
         """The server is exiting: ask the child to save and stop; it finishes on its own."""

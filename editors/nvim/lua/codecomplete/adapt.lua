@@ -7,8 +7,14 @@ local M = {}
 local ADAPT = 'codecomplete.adapt'
 local TITLE = 'codecomplete: adapting'
 
---- The running adaptation: { client, id, folder, token?, phase? }; nil when none runs.
+--- The running adaptation: { client, folder, token?, phase?, stop? }; nil when none runs.
 M.job = nil
+
+-- Stopping is by the progress token, not the request: pygls answers a $/cancelRequest of a command
+-- at once and lets the command run on (see lsp/adapt.py).
+local function stop(job)
+  require('codecomplete').call(job.client, 'notify', 'window/workDoneProgress/cancel', { token = job.token })
+end
 
 local function notify(msg, level)
   vim.notify(msg, level or vim.log.levels.INFO, { title = 'codecomplete' })
@@ -24,6 +30,9 @@ local function on_progress(ev)
   local value = params.value or {}
   if value.kind == 'begin' and type(value.title) == 'string' and value.title:find(TITLE, 1, true) then
     job.token = params.token
+    if job.stop then -- asked before the server had begun its progress
+      stop(job)
+    end
   end
   if params.token ~= job.token or value.kind ~= 'report' or type(value.message) ~= 'string' then
     return
@@ -72,11 +81,11 @@ function M.start(minutes)
     group = vim.api.nvim_create_augroup('codecomplete-adapt', { clear = true }), callback = on_progress,
   })
   local arg = { folder = folder, minutes = minutes, evalCases = opts.eval_cases }
-  local ok, id = plugin.call(client, 'request', 'workspace/executeCommand', { command = ADAPT, arguments = { arg } }, done)
+  local ok = plugin.call(client, 'request', 'workspace/executeCommand', { command = ADAPT, arguments = { arg } }, done)
   if not ok then
     return notify('the codecomplete server did not take the request; is it running?', vim.log.levels.ERROR)
   end
-  M.job = { client = client, id = id, folder = folder }
+  M.job = { client = client, folder = folder }
   notify(('adapting to %s in the background (%s minutes of fine-tuning); :CodecompleteAdapt cancel stops it'):format(
     folder, minutes))
 end
@@ -87,14 +96,11 @@ function M.cancel()
   if not job then
     return notify('no adaptation is running', vim.log.levels.WARN)
   end
-  if job.token then -- the server answers the request as stopped
-    require('codecomplete').call(job.client, 'notify', 'window/workDoneProgress/cancel', { token = job.token })
-    return notify(('stopping the adaptation to %s (it saves first)'):format(vim.fs.basename(job.folder)))
+  job.stop = true
+  if job.token then -- else as soon as its progress begins
+    stop(job)
   end
-  -- Before its progress began: Neovim drops the answer to a cancelled request, so say it here.
-  require('codecomplete').call(job.client, 'cancel_request', job.id)
-  M.job = nil
-  notify(('adapting to %s stopped; :CodecompleteAdapt resumes it'):format(vim.fs.basename(job.folder)))
+  notify(('stopping the adaptation to %s (it saves first)'):format(vim.fs.basename(job.folder)))
 end
 
 return M
