@@ -1,11 +1,13 @@
 // Playwright drives code-server (a real VS Code) in Debian's Chromium, headless, as a user would:
 // open a Python file, type, see the ghost text and accept it with Tab, see the ranked items in the
 // suggest widget, change codecomplete.checkpoint in the Settings UI and see the new model serve,
-// and see the messages that name the fix for a bad checkpoint and a missing Python.
+// see the messages that name the fix for a bad checkpoint and a missing Python, and adapt the model
+// to the workspace: a failure with its cause, a cancel, a resume that ends serving the new model.
 //
 //   node e2e.mjs URL RUN    (run.sh starts code-server and passes both)
 //
-// RUN holds checkpoints/{a,b}; screenshots go to RUN/shots, the report to RUN/report.json.
+// RUN holds checkpoints/{a,b} and project/ (Python files for the adaptation); screenshots go to
+// RUN/shots, the report to RUN/report.json.
 // Exit 0 when every check passed. Progress and PASS/FAIL lines go to stderr.
 import fs from 'node:fs';
 import { chromium } from 'playwright-core';
@@ -202,6 +204,42 @@ try {
     bad.includes('Fix: Pick a checkpoint folder') && buttons.some((b) => b.includes('Pick Checkpoint Folder')), { bad, buttons });
   const still = await waitFor('the status bar warning', async () => ((await statusText()).includes('b · cpu') ? statusText() : undefined), 10000);
   check('the old model keeps serving after a bad checkpoint', still.includes('b · cpu'), still);
+
+  // Adapt to This Workspace: the workspace holds only sample.py, too small to learn from.
+  const adapt = async (minutes) => {
+    await command('CodeComplete: Adapt to This Workspace');
+    await page.waitForSelector(S.quickInput, { state: 'visible' });
+    await page.keyboard.press('Control+A');
+    await page.keyboard.type(minutes);
+    await page.keyboard.press('Enter');
+  };
+  const toast = (text, timeout = 150000) => waitFor(`a message with "${text}"`, async () => (await toasts()).find((t) => t.includes(text)), timeout);
+  await backToEditor(); // the Settings editor has the focus, and F1 there does not open the palette
+  await adapt('0.05');
+  const failed = await toast('failed: error:');
+  report.adapt_failure = failed;
+  await shot('adapt-failed');
+  check('a failed adaptation shows one message with its cause', failed.includes('none of the 1 .py files passed the filters'), failed);
+  await page.keyboard.press('Escape');
+  // With a project beside it: cancelled once fine-tuning runs, then resumed to the end.
+  for (const file of fs.readdirSync(`${RUN}/project`)) fs.copyFileSync(`${RUN}/project/${file}`, `${RUN}/ws/${file}`);
+  await adapt('5');
+  await toast('fine-tuning');
+  await shot('adapt-progress');
+  await page.locator(`${S.toast} .monaco-button`, { hasText: 'Cancel' }).first().click();
+  const stopped = await toast('stopped; run CodeComplete: Adapt to This Workspace again');
+  check('Cancel stops the adaptation and says how to resume it', !!stopped, stopped);
+  await timed('adapt', async () => {
+    await adapt('0.05');
+    const served = await toast('CodeComplete serves the model adapted to ws');
+    report.adapt_message = served;
+    const t = await waitFor('the status bar to show the adapted model', async () => ((await statusText()).includes('best · cpu') ? statusText() : undefined), 60000);
+    await shot('adapted');
+    const setting = JSON.parse(fs.readFileSync(`${RUN}/ws/.vscode/settings.json`, 'utf8'))['codecomplete.checkpoint'];
+    check('a finished adaptation is served: the workspace setting names it and the status bar shows it',
+      t.includes('best · cpu') && /\/best$/.test(setting) && served.includes('line exact match'), { t, setting, served });
+  });
+  await page.keyboard.press('Escape');
 
   // A Python that does not exist: the server cannot start, and the message names the setting.
   await setSetting('codecomplete.server.pythonPath', `${RUN}/no-such-python`);

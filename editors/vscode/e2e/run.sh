@@ -78,11 +78,21 @@ if ! cmp -s "$HERE/package-lock.json" "$stamp" 2>/dev/null; then
 fi
 CODE_SERVER=$HERE/node_modules/.bin/code-server
 
-# 4. Tiny checkpoints, a fresh profile and workspace.
+# 4. Tiny checkpoints, a fresh profile and workspace, and Python files for the adaptation.
 step "checkpoints, profile"
 OMP_NUM_THREADS=1 "$PYTHON" "$HERE/build_checkpoints.py" "$RUN/checkpoints" >/dev/null 2>"$RUN/checkpoints.log" \
   || fail "building checkpoints (see checkpoints.log)"
 mkdir -p "$RUN/user/User" "$RUN/ws" "$RUN/shots"
+"$PYTHON" - "$RUN/project" "$REPO/tests" <<'PY' || fail "writing the project to adapt to"
+import random, sys
+from pathlib import Path
+sys.path.insert(0, sys.argv[2])
+from conftest import synthetic_module  # the test suite's plausible Python
+out = Path(sys.argv[1])
+out.mkdir(parents=True, exist_ok=True)
+for i in range(8):
+    (out / f"mod{i}.py").write_text(synthetic_module(random.Random(500 + i)))
+PY
 printf '"""Helpers for a synthetic module."""\nimport json\nimport os\n\n\ndef parse_line_7(path, items=None):\n    """Return the path for items."""\n    items = items or {}\n    for i in ' >"$RUN/ws/sample.py"
 cat >"$RUN/user/User/settings.json" <<JSON
 {
@@ -117,7 +127,7 @@ curl -fsS -o /dev/null "http://127.0.0.1:$PORT/healthz" || fail "code-server did
 # 6. The UI test, in its own process group too (Chromium goes with it).
 step "Playwright + Chromium drive VS Code"
 rc=0
-setsid timeout 300 node "$HERE/e2e.mjs" "http://127.0.0.1:$PORT/?folder=$RUN/ws" "$RUN" </dev/null >"$RUN/report.line" 2>"$RUN/e2e.log" &
+setsid timeout 600 node "$HERE/e2e.mjs" "http://127.0.0.1:$PORT/?folder=$RUN/ws" "$RUN" </dev/null >"$RUN/report.line" 2>"$RUN/e2e.log" &
 GROUPS_TO_KILL+=($!)
 wait $! || rc=$?
 grep -E '^\[vscode-e2e.*(PASS|FAIL)' "$RUN/e2e.log" || true

@@ -1,7 +1,9 @@
 // CodeComplete for VS Code: completions and ghost text from codecomplete-lsp, which runs in the
-// user's own Python environment. Commands: pick a checkpoint folder, restart the server, status.
+// user's own Python environment. Commands: pick a checkpoint folder, restart the server, status, and
+// adapt the model to the workspace (adapt.ts).
 import * as vscode from 'vscode';
 import { DidChangeConfigurationNotification, type LanguageClient, MessageType, State } from 'vscode-languageclient/node';
+import { adaptWorkspace } from './adapt';
 import { createClient, currentLaunch, currentSettings, fetchStatus, serverCwd } from './client';
 import { describe, diagnoseServerMessage, preflight } from './server';
 import { SECTION } from './settings';
@@ -25,6 +27,7 @@ export async function activate(context: vscode.ExtensionContext): Promise<void> 
     command('codecomplete.restartServer', restart),
     command('codecomplete.showStatus', showStatus),
     command('codecomplete.showLog', () => output.show(true)),
+    command('codecomplete.adaptWorkspace', () => adaptWorkspace(client, output)),
     vscode.workspace.onDidChangeConfiguration(configurationChanged),
     client.onDidChangeState(({ newState }) => {
       if (newState === State.Stopped) {
