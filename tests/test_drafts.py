@@ -156,7 +156,9 @@ def test_sampled_rows_with_drafts_keep_the_distribution(tok: Tokenizer, temperat
         out = decoder.decode(cache, logits[:, -1], params, b"", lambda text: None, caches=[FixedDraft(draft)])
         seen = Counter(d.text for d in out)
         tv = sum(abs(seen[text(s)] / rows - p) for s, p in exact.items()) / 2  # total variation distance
-        assert tv < 0.03, (draft, tv)  # sampling noise is ~0.015 here; keeping every draft gives > 0.2
+        # Sampling noise here is under 0.03 (the row without a draft measures it); keeping a draft
+        # 30% more often than p(d) gives 0.08, keeping every draft 0.74.
+        assert tv < 0.05, (draft, tv)
         assert (0 < decoder.stats.accepted < decoder.stats.drafted) == bool(draft)
 
 
