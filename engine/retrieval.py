@@ -80,9 +80,9 @@ class FileWindows:
     def of(cls, text: str, ids: np.ndarray, vocab: Vocabulary, shape: WindowShape) -> FileWindows:
         """ids: text's token ids."""
         breaks = [m.end() for m in re.finditer("\n", text)]
-        line_starts = np.asarray([0, *breaks, *([] if text.endswith("\n") or not text else [len(text)])], dtype=np.int64)
+        line_starts = np.asarray([0, *breaks, *([] if text.endswith("\n") or not text else [len(text)])], dtype=np.int32)
         lines = len(line_starts) - 1
-        starts = np.arange(0, max(lines - shape.window, 0) + 1, shape.stride, dtype=np.int64) if lines else np.empty(0, np.int64)
+        starts = np.arange(0, max(lines - shape.window, 0) + 1, shape.stride, dtype=np.int32) if lines else np.empty(0, np.int32)
         if len(starts) and starts[-1] + shape.window < lines:
             starts = np.append(starts, lines - shape.window)  # the file's last lines get a window too
         ids = np.asarray(ids, dtype=np.int64)
@@ -90,13 +90,13 @@ class FileWindows:
         named = vocab.words[ids]
         ids, line = vocab.canonical[ids[named]], line[named]
         if not len(ids) or not len(starts):
-            return cls(text, line_starts, starts, np.empty((0, 2), dtype=np.int64))
+            return cls(text, line_starts, starts, np.empty((0, 2), dtype=np.int32))
         # window w holds line L in its match lines when starts[w] <= L < starts[w] + match
-        first = np.searchsorted(starts, line - shape.match, side="right")
+        first = np.searchsorted(starts, line - shape.match, side="right").astype(np.int64)
         count = np.searchsorted(starts, line, side="right") - first
         window = np.repeat(first, count) + np.arange(count.sum()) - np.repeat(np.cumsum(count) - count, count)
         key = np.unique((window << 32) | np.repeat(ids, count))
-        return cls(text, line_starts, starts, np.stack([key >> 32, key & 0xFFFFFFFF], axis=1))
+        return cls(text, line_starts, starts, np.stack([key >> 32, key & 0xFFFFFFFF], axis=1).astype(np.int32))
 
     def lines(self, first: int, count: int) -> str:
         last = min(first + count, len(self.line_starts) - 1)
@@ -108,16 +108,16 @@ class SnippetIndex:
         self.shape, self.paths = shape, list(files)
         self.file_of = {p: i for i, p in enumerate(self.paths)}
         self.files = [files[p] for p in self.paths]
-        counts = np.asarray([len(f.starts) for f in self.files], dtype=np.int64)
-        offsets = np.cumsum(counts) - counts
-        self.owner = np.repeat(np.arange(len(self.files)), counts)
-        self.start = np.concatenate([f.starts for f in self.files]) if self.files else np.empty(0, np.int64)
-        pairs = [f.pairs + [off, 0] for f, off in zip(self.files, offsets) if len(f.pairs)]
-        window, name = np.concatenate(pairs).T if pairs else (np.empty(0, np.int64), np.empty(0, np.int64))
+        counts = np.asarray([len(f.starts) for f in self.files], dtype=np.int32)
+        offsets = np.cumsum(counts, dtype=np.int32) - counts
+        self.owner = np.repeat(np.arange(len(self.files), dtype=np.int32), counts)
+        self.start = np.concatenate([f.starts for f in self.files]) if self.files else np.empty(0, np.int32)
+        pairs = [f.pairs + np.asarray([off, 0], dtype=np.int32) for f, off in zip(self.files, offsets) if len(f.pairs)]
+        window, name = np.concatenate(pairs).T if pairs else (np.empty(0, np.int32), np.empty(0, np.int32))
         self.informative = np.bincount(name, minlength=vocab_size) <= max(COMMON * self.windows, 20)
         keep = self.informative[name]
         window, name = window[keep], name[keep]
-        self.sizes = np.bincount(window, minlength=self.windows)
+        self.sizes = np.bincount(window, minlength=self.windows).astype(np.int32)
         order = np.argsort(name, kind="stable")
         self.postings = window[order]  # windows of name t: postings[offsets[t]:offsets[t + 1]]
         self.offsets = np.searchsorted(name[order], np.arange(vocab_size + 1))
