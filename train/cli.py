@@ -16,7 +16,7 @@ import typer
 
 from codecomplete.engine.errors import CodecompleteError
 from codecomplete.engine.model import PRESETS
-from codecomplete.train.adapt import add_adapt_command
+from codecomplete.train.adapt_cli import add_adapt_command
 from codecomplete.train.eval_cli import add_eval_commands
 from codecomplete.train.filters import KEEP_TESTS_HELP, FilterConfig
 from codecomplete.train.loop import TrainConfig
