@@ -40,8 +40,9 @@ class Indexer:
         self.started = False  # after `initialized`: no request to the client before it
 
     async def start(self) -> None:
-        """Ask the client to report *.py changes on disk, then walk the folders."""
+        """Walk the folders, and ask the client to report *.py changes on disk."""
         self.started = True
+        self.apply(self.server.settings)
         caps = self.server.client_capabilities
         if get_capability(caps, "workspace.did_change_watched_files.dynamic_registration", False):
             watch = types.DidChangeWatchedFilesRegistrationOptions([types.FileSystemWatcher(glob_pattern="**/*.py")])
@@ -51,7 +52,6 @@ class Indexer:
                     types.RegistrationParams([registration])), 10)
             except Exception as e:  # noqa: BLE001 - the editor's own events still keep open files current
                 log.warning("could not watch *.py files for changes on disk: %s", e)
-        self.apply(self.server.settings)
 
     def apply(self, settings: Settings) -> None:
         """repoContext off: no index; on, or new limits: walk every folder (again)."""
