@@ -83,7 +83,7 @@ def main() -> None:
           f"n-gram arrays {snap.stats['ngram_mb']:.0f} MB")
 
     rng = random.Random(args.seed)
-    paths = sorted(texts)
+    paths = sorted(p for p, t in texts.items() if len(t) > 200)  # empty __init__.py files have no cursor to take
     cursors = []
     for _ in range(args.cursors):
         path = rng.choice(paths)

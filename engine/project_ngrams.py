@@ -34,22 +34,20 @@ class ProjectNgrams:
         bits = max(vocab_size.bit_length(), 1)  # every id < vocab_size < 2**bits, so the pad is no id
         order, pad = 64 // bits, (1 << bits) - 1
         gap = np.full(order, pad, dtype=np.uint64)
-        parts, owner = [gap], [np.full(order, -1, dtype=np.int64)]
-        for i, (_, ids) in enumerate(files):  # each file behind a gap: no context spans two files
+        parts, sizes = [gap], np.asarray([len(ids) + order for _, ids in files], dtype=np.int64)
+        for _, ids in files:  # each file behind a gap: no context spans two files
             parts += [np.asarray(ids, dtype=np.uint64), gap]
-            owner += [np.full(len(ids), i, dtype=np.int64), np.full(order, -1, dtype=np.int64)]
-        stream, owner = np.concatenate(parts), np.concatenate(owner)
+        stream = np.concatenate(parts)
         key = np.zeros(len(stream) - order, dtype=np.uint64)
         for j in range(order):  # key at p: stream[p], stream[p-1], ... from the high bits down
             key |= stream[order - j : len(stream) - j] << np.uint64(bits * (order - 1 - j))
-        at = np.arange(order, len(stream))  # the position each key ends at
         nxt = np.r_[stream[order + 1 :], np.uint64(pad)]
-        valid = (stream[order:] != pad) & (nxt != pad)
-        key, at, nxt = key[valid], at[valid], nxt[valid]
-        sort = np.argsort(key, kind="stable")
+        at = np.flatnonzero((stream[order:] != pad) & (nxt != pad))  # keys that end on a token with one after
+        key, nxt = key[at], nxt[at]
+        sort = np.argsort(key)  # quicksort: twice as fast here, and the same input gives the same order
+        owner = np.searchsorted(np.cumsum(sizes), at[sort], side="right")  # position -> its file
         return cls(key[sort], nxt[sort].astype(np.min_scalar_type(max(vocab_size - 1, 0))),
-                   owner[at[sort]].astype(np.min_scalar_type(max(len(files) - 1, 0))),
-                   tuple(path for path, _ in files), bits, order)
+                   owner.astype(np.min_scalar_type(max(len(files) - 1, 0))), tuple(path for path, _ in files), bits, order)
 
     @property
     def tokens(self) -> int:

@@ -133,21 +133,23 @@ class SnippetIndex:
         if not len(names) or not self.windows:
             return []
         hits = np.concatenate([self.postings[self.offsets[t] : self.offsets[t + 1]] for t in names])
-        inter = np.bincount(hits, minlength=self.windows)
-        score = inter / np.maximum(len(names) + self.sizes - inter, 1)
+        window, inter = np.unique(hits, return_counts=True)  # only the windows that share a name
+        score = inter / np.maximum(len(names) + self.sizes[window] - inter, 1)
         if exclude in self.file_of:
-            score[self.owner == self.file_of[exclude]] = 0.0
+            score[self.owner[window] == self.file_of[exclude]] = 0.0
         out: list[Snippet] = []
         taken: set[int] = set()
-        top = np.argpartition(-score, m)[:m] if (m := 8 * k + 8) < self.windows else np.arange(self.windows)
+        # A file's neighbouring windows score alike: take enough that k files are among them.
+        top = np.argpartition(-score, m)[:m] if (m := 64 * k) < len(window) else np.arange(len(window))
         # Best first, ties to the earlier window: the same index and query give the same snippets.
-        for w in top[np.lexsort((top, -score[top]))]:
-            if score[w] <= min_score or len(out) == k:
+        for i in top[np.lexsort((window[top], -score[top]))]:
+            w, s = int(window[i]), float(score[i])
+            if s <= min_score or len(out) == k:
                 break
             if (f := int(self.owner[w])) not in taken:
                 taken.add(f)
                 text = self.files[f].lines(int(self.start[w]), self.shape.window)
-                out.append(Snippet(self.paths[f], int(self.start[w]), text, float(score[w])))
+                out.append(Snippet(self.paths[f], int(self.start[w]), text, s))
         return out
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -97,8 +98,8 @@ class Tokenizer:
     def to_str(self) -> str:
         return self.source
 
-    @property
-    def sha256(self) -> str:
+    @cached_property
+    def sha256(self) -> str:  # asked per request by the server's repository context: hash once
         return hashlib.sha256(self.source.encode()).hexdigest()
 
     @property
