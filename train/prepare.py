@@ -163,7 +163,7 @@ def prepare(
     dtype = token_dtype(tokenizer.vocab_size)
     writers = {s: _ShardWriter(out, s, dtype, cfg.shard_tokens) for s in SPLITS}
     train_lines: set[int] = set()  # for the copy index: lines of training files
-    contexts = repo_contexts(corpus, cfg, tokenizer, lambda d: "val" if group_key(d, split_by) in val_groups else "train")
+    contexts = split_contexts(corpus, cfg, tokenizer, lambda d: "val" if group_key(d, split_by) in val_groups else "train")
     examples = 0
     try:
         for batch in _batches(iter_documents(corpus, cfg.text_column), cfg.batch_docs):
@@ -208,7 +208,7 @@ def prepare(
     return meta
 
 
-def repo_contexts(corpus: Path, cfg: PrepareConfig, tokenizer: Tokenizer, split_of: Callable[[Document], str]
+def split_contexts(corpus: Path, cfg: PrepareConfig, tokenizer: Tokenizer, split_of: Callable[[Document], str]
                   ) -> dict[tuple[str, str], RepoContext]:
     """(repository, split) -> its files' context, for repository-level examples: a snippet never
     comes from the other split."""
