@@ -77,7 +77,9 @@ def test_the_installed_server_completes_from_the_bundled_model(venv: Path, tmp_p
     env = {k: v for k, v in os.environ.items() if k not in ("CODECOMPLETE_CHECKPOINT", "PYTHONPATH")}
     raw = Raw([str(venv / "bin" / "codecomplete-lsp")], env=env | {"OMP_NUM_THREADS": "1"})
     try:
-        raw.write(frame(INIT))
+        (tmp_path / "helpers.py").write_text("def read_lines(path):\n    with open(path) as f:\n        return f.readlines()\n")
+        init = request(1, "initialize", {**INIT["params"], "rootUri": tmp_path.as_uri()})  # repository context on
+        raw.write(frame(init))
         raw.wait(1)
         raw.write(frame({"jsonrpc": "2.0", "method": "initialized", "params": {}}))
         deadline, i = time.monotonic() + 180, 1
@@ -85,11 +87,13 @@ def test_the_installed_server_completes_from_the_bundled_model(venv: Path, tmp_p
             i += 1
             raw.write(frame(request(i, "workspace/executeCommand", STATUS)))
             status = raw.wait(i, 120)["result"]
-            if status["ready"] or status.get("error") or time.monotonic() > deadline:
+            indexed = status["workspace"] and status["workspace"][0]["index"] and not status["workspace"][0]["index"]["stale"]
+            if (status["ready"] and indexed) or status.get("error") or time.monotonic() > deadline:
                 break
             time.sleep(0.2)
         assert status["ready"], status
         assert Path(status["model"]["checkpoint"]).is_relative_to(site_packages(venv))
+        assert status["workspace"][0]["files"] == 1 and status["workspace"][0]["index"]["tokens"] > 0
         uri = (tmp_path / "x.py").as_uri()
         text = "import os\n\n\ndef read_lines(path):\n    with open(path) as f:\n        return f.read"
         doc = {"uri": uri, "languageId": "python", "version": 1, "text": text}
@@ -98,6 +102,7 @@ def test_the_installed_server_completes_from_the_bundled_model(venv: Path, tmp_p
                                 {"textDocument": {"uri": uri}, "position": {"line": 5, "character": 21}})))
         items = raw.wait(500, 120)["result"]["items"]
         assert items and all(item["label"] for item in items)
+        assert raw.stderr.count(b"indexed ") == 1 and b"Traceback" not in raw.stderr
         assert raw.finish() == 0
     finally:
         raw.proc.kill()
