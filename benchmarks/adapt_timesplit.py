@@ -86,7 +86,8 @@ def one_pair(pair: str, args: argparse.Namespace, base: CompletionEngine, genera
     old_version, new_version = versions.split(":")
     old, new = release(f"{name}=={old_version}", args.work), release(f"{name}=={new_version}", args.work)
     out = args.work / "runs" / f"{name}-{old_version}"
-    cfg, info = plan([old], out, args.base, minutes=args.minutes, eval_cases=0, general=str(args.work / "general"), device=args.device)
+    cfg, info = plan([old], out, args.base, minutes=args.minutes, eval_cases=0, general=str(args.work / "general"), device=args.device,
+                     replay=args.replay)
     state = run_adapt(cfg, info)
     adapted = CompletionEngine.from_checkpoint(out / "best", args.device, min_score=-1e9)
     systems = {"base": base, "adapted": adapted, "n-gram": NgramCompleter(run_baseline(out / "data", None))}
@@ -127,6 +128,7 @@ def main() -> None:
     ap.add_argument("--general-cases", type=int, default=200)
     ap.add_argument("--base", type=Path, default=DEFAULT_CHECKPOINT)
     ap.add_argument("--repo-context", action="store_true", help="also complete with the newer release's other files as context")
+    ap.add_argument("--replay", type=float, help="adapt's --replay (default: adapt's own)")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--work", type=Path, default=Path("runs/adapt_timesplit"))
     ap.add_argument("--json", type=Path, help="write the rows here too (default: WORK/results.json)")
@@ -143,7 +145,8 @@ def main() -> None:
     base_general = line_exact_match({"base": base}, general_cases, None)["base"]
 
     rows = [one_pair(pair, args, base, general, general_cases) for pair in args.pairs]
-    print(f"\nline exact match (%), first candidate; base {args.base}; adapt --minutes {args.minutes:g} on {args.device}")
+    replay = f" --replay {args.replay:g}" if args.replay is not None else ""
+    print(f"\nline exact match (%), first candidate; base {args.base}; adapt --minutes {args.minutes:g}{replay} on {args.device}")
     print(f"{'package':28} {'cases':>5} {'all: base':>9} {'adapted':>7} {'n-gram':>6} | {'new':>4} {'base':>5} "
           f"{'adapted':>7} {'n-gram':>6} | general {'base':>5} {'adapted':>7} | fine-tune")
     for r in rows:

@@ -72,8 +72,9 @@ def adapt(*args: Any) -> Any:
 @pytest.fixture(scope="module")
 def adapted(project: Path, checkpoints: Checkpoints, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:  # noqa: F811
     out = tmp_path_factory.mktemp("runs") / "proj"
+    # Without replay: the tiny checkpoint learns a tiny project in 40 steps only from whole batches of it.
     result = adapt(project, "--out", out, "--from", checkpoints.a, "--max-steps", 40, "--lr", "2e-3", "--patience", 100,
-                   "--general", project.parent / "general", *QUICK)
+                   "--general", project.parent / "general", "--replay", 0, *QUICK)
     return {"out": out, "output": result.output, "state": json.loads((out / STATE_FILE).read_text())}
 
 
@@ -90,11 +91,24 @@ def test_the_adapted_checkpoint_loads_keeps_the_base_tokenizer_and_shape_and_lea
     assert tuned.model.config == base.model.config
     losses = [r["val_loss"] for r in records(adapted["out"], "eval")]
     assert len(losses) == 4 and min(losses) < losses[0]  # the held-out loss falls
-    lm = adapted["state"]["comparison"]["project"]["lm"]
-    assert lm["adapted"]["bits_per_byte"] < lm["base"]["bits_per_byte"]
     assert f'"codecomplete.checkpoint": "{best.resolve()}"' in adapted["output"]
     trained = adapted["state"]["trained"]
     assert trained["step"] == 40 and not trained["stopped_early"] and trained["best_heldout_loss"] < trained["base_heldout_loss"]
+
+
+def test_by_default_half_of_each_batch_replays_the_standard_library_but_never_the_general_set(
+        project: Path, checkpoints: Checkpoints, tmp_path: Path) -> None:  # noqa: F811
+    from codecomplete.train.adapt_eval import general_documents
+    from codecomplete.train.corpus import iter_documents
+
+    out = tmp_path / "run"
+    adapt(project, "--out", out, "--from", checkpoints.a, "--max-steps", 2, "--eval-every", 2, "--eval-cases", 0, "--device", "cpu")
+    config = json.loads((out / "train_config.json").read_text())
+    assert config["replay"] == 0.5 and Path(config["replay_data"]) == out / "replay"
+    replayed = {d.path for d in iter_documents(out / "replay-corpus")}
+    _, general = general_documents(None)  # what the comparison evaluates on without --general
+    assert len(replayed) >= 2 and not replayed & {name for name, _ in general}
+    assert json.loads((out / "replay" / "meta.json").read_text())["splits"]["train"]["tokens"] > 10_000
 
 
 def test_the_newest_files_by_git_history_are_held_out_and_ignored_paths_skipped(adapted: dict[str, Any]) -> None:

@@ -260,3 +260,33 @@ def test_a_model_trained_on_repository_level_examples_says_so(prepared: dict[str
     assert load_checkpoint(tmp_path / "run" / "last").provenance["repo_context"] is True
     Trainer(tiny_config(prepared, tmp_path / "plain", max_steps=3)).run()
     assert "repo_context" not in load_checkpoint(tmp_path / "plain" / "last").provenance
+
+
+def shard_bytes(data: Path) -> bytes:
+    return b"".join(p.read_bytes() for p in sorted(data.glob("train_*.bin")))
+
+
+def test_replay_rows_come_from_the_other_data_and_the_rest_from_the_run_s(prepared: dict[str, Path], tmp_path: Path) -> None:
+    from codecomplete.train.cli import run_collect, run_prepare
+
+    other = tmp_path / "other"
+    for i in range(4):  # code unlike the run's, so that a window tells which data it came from
+        (other / f"m{i}.py").parent.mkdir(exist_ok=True)
+        (other / f"m{i}.py").write_text("".join(f"zeta_{i}_{j} = [{j}] * {i + j}\n" for j in range(200)))
+    run_collect([other], tmp_path / "corpus")
+    run_prepare(tmp_path / "corpus", prepared["tokenizer"], tmp_path / "replay", val_fraction=0.25)
+    trainer = Trainer(tiny_config(prepared, tmp_path / "run", fim_rate=0.0, replay_data=str(tmp_path / "replay"), replay=0.5))
+    x, _ = trainer._batch(0)
+    own, replayed = shard_bytes(prepared["data"]), shard_bytes(tmp_path / "replay")
+    rows = [x[i].numpy().astype(trainer.train_data.arrays[0].dtype).tobytes() for i in range(len(x))]
+    assert len(rows) == 4 and trainer.replay_rows == 2
+    assert all(r in own and r not in replayed for r in rows[:2]) and all(r in replayed and r not in own for r in rows[2:])
+
+
+def test_replay_data_with_another_tokenizer_is_refused(prepared: dict[str, Path], tmp_path: Path) -> None:
+    from codecomplete.train.cli import run_prepare, run_tokenizer
+
+    run_tokenizer(prepared["corpus"], tmp_path / "tok.json", vocab_size=300)
+    run_prepare(prepared["corpus"], tmp_path / "tok.json", tmp_path / "replay", val_fraction=0.2)
+    with pytest.raises(CodecompleteError, match="another tokenizer"):
+        Trainer(tiny_config(prepared, tmp_path / "run", replay_data=str(tmp_path / "replay"), replay=0.5))

@@ -3,6 +3,7 @@
     FOLDER...  -> OUT/corpus   collect's filters, minus what a project walk skips (engine/ignores.py)
                -> held out     whole files: the newest by git history, else chosen by hash
                -> OUT/data     prepared with the base's tokenizer; the held-out files are its validation split
+    standard library -> OUT/replay   4 MB of other code (never the general set's files), half of each batch
                -> OUT/best     the training loop from the base's weights, with FIM, stopped early once the
                                held-out loss stops falling; the same run folder as `train` writes
                -> comparison   base and adapted side by side on the held-out files and on a general set
@@ -35,6 +36,7 @@ FORMAT_VERSION = 1
 # and 1.175, 1e-4 -> 0.792 and 1.094. GPUs: not measured; a larger batch, the rate raised with its root.
 BATCH_LR = {"cpu": (4, 1e-4), "mps": (16, 2e-4), "cuda": (32, 3e-4)}
 RESUMABLE = ("minutes", "max_steps", "device", "eval_cases")  # what a resumed run may change
+REPLAY_BYTES = 4 << 20  # about a million tokens: more than 10 CPU minutes replay
 # A project's own big files are what it is about (click's core.py is 110 kB): up to 1 MB, as the
 # language server's workspace index takes them, not collect's 100 kB for scraped corpora.
 MAX_FILE_BYTES = 1 << 20
@@ -58,6 +60,9 @@ class AdaptConfig:
     eval_tokens: int = 16_384  # held-out tokens per evaluation
     eval_cases: int = 100  # line-completion cases per set in the comparison (0: bits per byte alone)
     general: str | None = None  # the general set: a corpus or a folder of code; None: the standard library
+    # Share of each batch from the standard library (never the general set's files): what the
+    # project does not teach, the model should not forget.
+    replay: float = 0.5
     keep_tests: bool = False
     device: str = "auto"
     seed: int = 1337
@@ -177,7 +182,8 @@ def check(cfg: AdaptConfig) -> Base:
                ("--lr", cfg.lr, cfg.lr is None or cfg.lr > 0, "a learning rate above 0, e.g. 1e-4"),
                ("--patience", cfg.patience, cfg.patience >= 1, "1 or more evaluations"),
                ("--eval-every", cfg.eval_every, cfg.eval_every >= 1, "1 or more steps"),
-               ("--eval-cases", cfg.eval_cases, cfg.eval_cases >= 0, "0 or more cases")]
+               ("--eval-cases", cfg.eval_cases, cfg.eval_cases >= 0, "0 or more cases"),
+               ("--replay", cfg.replay, 0 <= cfg.replay <= 0.75, "a share of each batch from 0 (none) to 0.75, e.g. 0.5")]
     for flag, value, ok, want in numbers:
         if not ok:
             raise CodecompleteError(f"{flag} {value} is out of range: give {want}")
@@ -268,6 +274,10 @@ def run_adapt(cfg: AdaptConfig, base: Base, overwrite: bool = False, on_event: E
             emit(_progress("prepare", 2, "encoding it with the base model's tokenizer"))
             run_prepare(out / "corpus", Path(cfg.base) / "tokenizer.json", out / "data", val_files=state["split"]["files"], overwrite=True)
         check_tokens(out / "data", base.block_size)
+        if cfg.replay and not (out / "replay" / "meta.json").exists():
+            emit(_progress("prepare", 4, "encoding other code to replay beside the project's"))
+            write_replay(out / "replay-corpus")
+            run_prepare(out / "replay-corpus", Path(cfg.base) / "tokenizer.json", out / "replay", overwrite=True)
     except BaseException:
         if fresh:  # nothing worth keeping yet: leave `out` as it was (absent, or empty)
             for path in [out] if not existed else list(out.iterdir()):
@@ -287,6 +297,24 @@ def run_adapt(cfg: AdaptConfig, base: Base, overwrite: bool = False, on_event: E
         state["comparison"] = compare(cfg, state["split"]["files"], lambda done: emit(_progress("compare", 85 + 15 * done, message)))
         write_state(out, state)
     return state
+
+
+def write_replay(corpus: Path) -> None:
+    """REPLAY_BYTES of the standard library as a corpus, after (never among) the files of the
+    general set that the comparison evaluates on by default."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from codecomplete.train.adapt_eval import GENERAL_FILES, general_documents
+    from codecomplete.train.collect import SCHEMA, SHARD_GLOB, git_blob_sha, row
+
+    _, docs = general_documents(None, count=10**9, skip=GENERAL_FILES, max_bytes=REPLAY_BYTES)
+    if len(docs) < 2:
+        raise CodecompleteError(f"found {len(docs)} files of this Python's standard library to replay beside the project; "
+                                f"pass --replay 0 to fine-tune on the project alone")
+    rows = [row("stdlib", name, git_blob_sha(data := text.encode("utf-8", "surrogatepass")), len(data), text) for name, text in docs]
+    corpus.mkdir(parents=True, exist_ok=True)
+    pq.write_table(pa.Table.from_pylist(rows, schema=SCHEMA), corpus / SHARD_GLOB.replace("*", "00000"), compression="zstd")
 
 
 def _progress(phase: str, percent: float, message: str) -> dict[str, Any]:
@@ -320,6 +348,7 @@ def fine_tune(cfg: AdaptConfig, base: Base, split: dict[str, Any], emit: Event) 
     train = TrainConfig(data=str(out / "data"), out=str(out), init_from=cfg.base, minutes=cfg.minutes, max_steps=cfg.max_steps,
                         batch_size=cfg.batch_size or batch, lr=cfg.lr or lr, warmup_steps=cfg.warmup_steps,
                         fim_rate=0.5 if base.has_fim else 0.0, eval_every=cfg.eval_every, eval_tokens=cfg.eval_tokens,
+                        replay_data=str(out / "replay") if cfg.replay else None, replay=cfg.replay,
                         seed=cfg.seed, device=cfg.device, provenance=provenance)
     # The base's own held-out loss is the first mark to beat: fine-tuning that only makes it worse stops.
     base_loss = base_heldout_loss(cfg, out / "data")

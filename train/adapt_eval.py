@@ -7,8 +7,9 @@ The cases, scores and systems are evaluation's own (train/evaluate.py), as `eval
 from __future__ import annotations
 
 import hashlib
+import itertools
 import sysconfig
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,26 +27,41 @@ def _by_hash(text: str) -> str:
     return hashlib.sha1(text.encode("utf-8", "surrogatepass")).hexdigest()
 
 
-def general_documents(general: str | None, count: int = GENERAL_FILES) -> tuple[str, list[str]]:
-    """(what they are, texts): `count` documents of `general` (a corpus, or a folder of Python code
-    walked and filtered as `collect` does), else of the running Python's standard library."""
-    from codecomplete.train.collect import iter_python_files, judge
+def general_documents(general: str | None, count: int = GENERAL_FILES, skip: int = 0,
+                      max_bytes: int | None = None) -> tuple[str, list[tuple[str, str]]]:
+    """(what they are, [(name, text)]): `count` documents of `general` (a corpus, or a folder of
+    Python code walked and filtered as `collect` does), else of the running Python's standard
+    library, in an order fixed by hash, after the first `skip`; at most max_bytes of text."""
+    from codecomplete.train.collect import iter_python_files
     from codecomplete.train.corpus import iter_documents
     from codecomplete.train.filters import FilterConfig, is_test_path
 
     path = Path(general) if general else Path(sysconfig.get_paths()["stdlib"])
     if general and (path.is_file() or next(path.rglob("*.parquet"), None) is not None):
-        texts = sorted((d.text for d in iter_documents(path)), key=_by_hash)[:count]
-        return f"{len(texts)} documents of {path}", texts
-    filters, seen, texts = FilterConfig(), set(), []
-    files = [f for f in iter_python_files(path, project=True) if not is_test_path(f.relative_to(path).as_posix())]
-    for file in sorted(files, key=lambda f: _by_hash(f.relative_to(path).as_posix())):
+        found = sorted(((f"{d.repo}/{d.path}", d.text) for d in iter_documents(path)), key=lambda d: _by_hash(d[1]))
+        title = "documents of"
+    else:
+        files = [f for f in iter_python_files(path, project=True) if not is_test_path(f.relative_to(path).as_posix())]
+        found = _passing(sorted(files, key=lambda f: _by_hash(f.relative_to(path).as_posix())), path, FilterConfig())
+        title = "files of" if general else "files of the standard library"
+    docs, size = [], 0
+    for name, text in itertools.islice(found, skip, None):
+        size += len(text.encode("utf-8", "surrogatepass"))
+        if len(docs) == count or (max_bytes is not None and size > max_bytes and docs):
+            break
+        docs.append((name, text))
+    return f"{len(docs)} {title} {path}" if general else f"{len(docs)} {title} ({path})", docs
+
+
+def _passing(files: list[Path], root: Path, filters: Any) -> Iterator[tuple[str, str]]:
+    """The files that pass collect's filters, read one at a time (a caller takes the first few)."""
+    from codecomplete.train.collect import judge
+
+    seen: set[str] = set()
+    for file in files:
         reason, text, _ = judge(file.read_bytes(), filters, seen)
         if reason is None:
-            texts.append(text)
-        if len(texts) == count:
-            break
-    return f"{len(texts)} files of {path}" if general else f"{len(texts)} files of the standard library ({path})", texts
+            yield file.relative_to(root).as_posix(), text
 
 
 def compare(cfg: Any, heldout: list[str], on_done: Callable[[float], None]) -> dict[str, Any]:
@@ -60,6 +76,7 @@ def compare(cfg: Any, heldout: list[str], on_done: Callable[[float], None]) -> d
     out, keys = Path(cfg.out), set(heldout)
     project = [d.text for d in iter_documents(out / "corpus") if f"{d.repo}/{d.path}" in keys]
     general_title, general = general_documents(cfg.general)
+    general = [text for _, text in general]
     models = {name: CompletionEngine.from_checkpoint(path, cfg.device, min_score=-1e9)  # every candidate is scored
               for name, path in (("base", cfg.base), ("adapted", out / "best"))}
     tokenizer = models["base"].tokenizer

@@ -192,7 +192,7 @@ def _collect_into(
                     continue
                 reason, content, sha = judge(data, cfg.filters, seen_shas)
                 if reason is None:
-                    writer.add(_row(repo, path, sha, len(data), content), len(data))
+                    writer.add(row(repo, path, sha, len(data), content), len(data))
                     summary.files_kept += 1
                     summary.bytes_kept += len(data)
                 else:
@@ -241,7 +241,7 @@ def judge(data: bytes, cfg: FilterConfig, seen_shas: set[str]) -> tuple[str | No
     return reject_reason(content, cfg), content, sha
 
 
-def _row(repo: str, path: str, sha: str, size: int, content: str) -> dict[str, object]:
+def row(repo: str, path: str, sha: str, size: int, content: str) -> dict[str, object]:
     # Local folders carry no license or star metadata; "" and 0 mean unknown.
     return {
         "repo": repo,

@@ -57,6 +57,10 @@ class TrainConfig:
     optimizer: str = "adamw"  # or "muon"
     mlp: str = "gelu"  # or "swiglu": the Llama layout, which `export` writes for transformers
     init_from: str | None = None  # a checkpoint or Hugging Face folder to fine-tune (its shape, no preset)
+    # Fine-tuning on one project forgets the rest of Python; rows of other code (replay_data's train
+    # split, prepared with the same tokenizer) in every batch keep what the model knew.
+    replay_data: str | None = None
+    replay: float = 0.0  # share of each micro-batch's rows drawn from replay_data
     provenance: dict[str, Any] = field(default_factory=dict)  # more for config.json's (adapt: base, project)
     eval_every: int = 100
     eval_tokens: int = 65_536
@@ -158,10 +162,11 @@ class Trainer:
         self.out, data = Path(cfg.out), Path(cfg.data)
         self.tokenizer = Tokenizer.from_file(data / "tokenizer.json")
         self.train_data, self.val_data = TokenShards(data, "train"), TokenShards(data, "val")
+        self.replay_data, self.replay_rows = replay_shards(cfg, data)
         # Repository-level examples teach the snippet layout the engine then uses (engine/prompt.py).
         self.repo_context = bool(read_meta(data).get("repo_context"))
         model_config, start = initial_model(cfg, self.tokenizer, data)
-        for shards in (self.train_data, self.val_data):
+        for shards in (self.train_data, self.val_data, *([self.replay_data] if self.replay_data else [])):
             shards.check_fits(model_config.block_size)
         ids = self.tokenizer.special_ids
         if cfg.fim_rate > 0 and not self.tokenizer.has_fim:
@@ -256,7 +261,11 @@ class Trainer:
     def _batch(self, micro: int) -> tuple[torch.Tensor, torch.Tensor]:
         step = 0 if self.cfg.overfit_batch else self.step
         fim_rate = 0.0 if self.cfg.overfit_batch else self.cfg.fim_rate
-        x, y = self.train_data.random_batch(batch_rng(self.cfg.seed, step, micro), self.cfg.batch_size, self.config.block_size, fim_rate, self.fim)
+        rng, rows = batch_rng(self.cfg.seed, step, micro), self.cfg.batch_size - self.replay_rows
+        x, y = self.train_data.random_batch(rng, rows, self.config.block_size, fim_rate, self.fim)
+        if self.replay_data is not None and self.replay_rows:
+            rx, ry = self.replay_data.random_batch(rng, self.replay_rows, self.config.block_size, fim_rate, self.fim)
+            x, y = torch.cat([x, rx]), torch.cat([y, ry])
         return x.to(self.device), y.to(self.device)
 
     def train_step(self) -> float | None:
@@ -392,6 +401,18 @@ def initial_model(cfg: TrainConfig, tokenizer: Tokenizer, data: Path) -> tuple[G
                                 f"with `codecomplete-train prepare CORPUS --tokenizer {Path(cfg.init_from) / 'tokenizer.json'}`")
     config = replace(start.model.config, block_size=cfg.block_size or start.model.config.block_size)
     return config, start.model.state_dict()
+
+
+def replay_shards(cfg: TrainConfig, data: Path) -> tuple[TokenShards | None, int]:
+    """The replay split and how many rows of each micro-batch it gives (at least one left to data)."""
+    if not 0 <= cfg.replay < 1:
+        raise CodecompleteError(f"replay is a share of each batch, from 0 to below 1, not {cfg.replay}")
+    if not cfg.replay or not cfg.replay_data:
+        return None, 0
+    replay = Path(cfg.replay_data)
+    if read_meta(replay)["tokenizer_sha256"] != read_meta(data)["tokenizer_sha256"]:
+        raise CodecompleteError(f"{replay} was prepared with another tokenizer than {data}; prepare both with the same one")
+    return TokenShards(replay, "train"), min(cfg.batch_size - 1, max(1, round(cfg.replay * cfg.batch_size)))
 
 
 def _tensorboard(logdir: Path):  # -> SummaryWriter | None
