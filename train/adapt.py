@@ -3,7 +3,8 @@
     FOLDER...  -> OUT/corpus   collect's filters, minus what a project walk skips (engine/ignores.py)
                -> held out     whole files: the newest by git history, else chosen by hash
                -> OUT/data     prepared with the base's tokenizer; the held-out files are its validation split
-    standard library -> OUT/replay   4 MB of other code (never the general set's files), half of each batch
+    stdlib     -> OUT/replay   4 MB of this Python's standard library (never the general set's files),
+                               half of each batch, so that the model keeps what it knew of other code
                -> OUT/best     the training loop from the base's weights, with FIM, stopped early once the
                                held-out loss stops falling; the same run folder as `train` writes
                -> comparison   base and adapted side by side on the held-out files and on a general set

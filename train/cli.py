@@ -248,6 +248,8 @@ def train_cmd(
     fim_rate: Annotated[float, typer.Option(help="Share of documents turned into fill-in-the-middle examples.")] = TRAIN_DEFAULTS.fim_rate,
     mlp: Annotated[str, typer.Option(help="gelu, or swiglu: the Llama layout, which `export` writes for transformers, vLLM and llama.cpp.")] = TRAIN_DEFAULTS.mlp,
     init_from: Annotated[Path | None, typer.Option(help="Fine-tune this checkpoint or Hugging Face model folder (its shape replaces --preset; prepare the data with its tokenizer.json).")] = None,
+    replay_data: Annotated[Path | None, typer.Option(help="Another `prepare` folder (same tokenizer) whose training split --replay mixes into each batch: general code, so that fine-tuning does not forget it.")] = None,
+    replay: Annotated[float, typer.Option(help="Share of each batch drawn from --replay-data.")] = 0.5,
     eval_every: Annotated[int, typer.Option(help="Evaluate and write checkpoints every N steps.")] = TRAIN_DEFAULTS.eval_every,
     eval_tokens: Annotated[int, typer.Option(help="Validation tokens per evaluation.")] = TRAIN_DEFAULTS.eval_tokens,
     log_every: Annotated[int, typer.Option(help="Write the loss to metrics.jsonl every N steps.")] = TRAIN_DEFAULTS.log_every,
@@ -283,6 +285,7 @@ def train_cmd(
             batch_size=batch_size, grad_accum=grad_accum, lr=lr, optimizer=optimizer, warmup_steps=warmup_steps, fim_rate=fim_rate,
             eval_every=eval_every, eval_tokens=eval_tokens, log_every=log_every, seed=seed, device=device,
             overfit_batch=overfit_batch, fsdp=fsdp, compile=compile, mlp=mlp, init_from=str(init_from) if init_from else None,
+            replay_data=str(replay_data) if replay_data else None, replay=replay if replay_data else 0.0,
         )
     if note and is_main_process():  # once, not once per process
         console.print(f"[yellow]note: {note}", highlight=False, soft_wrap=True)
