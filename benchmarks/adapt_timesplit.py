@@ -87,7 +87,7 @@ def one_pair(pair: str, args: argparse.Namespace, base: CompletionEngine, genera
     old, new = release(f"{name}=={old_version}", args.work), release(f"{name}=={new_version}", args.work)
     out = args.work / "runs" / f"{name}-{old_version}"
     cfg, info = plan([old], out, args.base, minutes=args.minutes, eval_cases=0, general=str(args.work / "general"), device=args.device,
-                     replay=args.replay)
+                     replay=args.replay, min_delta=args.min_delta)
     state = run_adapt(cfg, info)
     adapted = CompletionEngine.from_checkpoint(out / "best", args.device, min_score=-1e9)
     systems = {"base": base, "adapted": adapted, "n-gram": NgramCompleter(run_baseline(out / "data", None))}
@@ -129,6 +129,7 @@ def main() -> None:
     ap.add_argument("--base", type=Path, default=DEFAULT_CHECKPOINT)
     ap.add_argument("--repo-context", action="store_true", help="also complete with the newer release's other files as context")
     ap.add_argument("--replay", type=float, help="adapt's --replay (default: adapt's own)")
+    ap.add_argument("--min-delta", type=float, help="adapt's early-stopping threshold, nats per token (default: adapt's own)")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--work", type=Path, default=Path("runs/adapt_timesplit"))
     ap.add_argument("--json", type=Path, help="write the rows here too (default: WORK/results.json)")
@@ -145,7 +146,8 @@ def main() -> None:
     base_general = line_exact_match({"base": base}, general_cases, None)["base"]
 
     rows = [one_pair(pair, args, base, general, general_cases) for pair in args.pairs]
-    replay = f" --replay {args.replay:g}" if args.replay is not None else ""
+    replay = (f" --replay {args.replay:g}" if args.replay is not None else "") + \
+        (f" (min_delta {args.min_delta:g})" if args.min_delta is not None else "")
     print(f"\nline exact match (%), first candidate; base {args.base}; adapt --minutes {args.minutes:g}{replay} on {args.device}")
     print(f"{'package':28} {'cases':>5} {'all: base':>9} {'adapted':>7} {'n-gram':>6} | {'new':>4} {'base':>5} "
           f"{'adapted':>7} {'n-gram':>6} | general {'base':>5} {'adapted':>7} | fine-tune")
