@@ -33,7 +33,7 @@ class ProjectNgrams:
         """files: (path, token ids) pairs."""
         bits = max(vocab_size.bit_length(), 1)  # every id < vocab_size < 2**bits, so the pad is no id
         order, pad = 64 // bits, (1 << bits) - 1
-        small = np.min_scalar_type(pad)  # compared and gathered in the narrowest type: 8.6M tokens in ~1.5 s
+        small = np.min_scalar_type(pad)  # compared and gathered narrow, widened once for the keys: half the time of uint64
         gap = np.full(order, pad, dtype=small)
         parts, sizes = [gap], np.asarray([len(ids) + order for _, ids in files], dtype=np.int64)
         for _, ids in files:  # each file behind a gap: no context spans two files
