@@ -146,9 +146,9 @@ def main() -> None:
     base_general = line_exact_match({"base": base}, general_cases, None)["base"]
 
     rows = [one_pair(pair, args, base, general, general_cases) for pair in args.pairs]
-    replay = (f" --replay {args.replay:g}" if args.replay is not None else "") + \
+    variant = (f" --replay {args.replay:g}" if args.replay is not None else "") + \
         (f" (min_delta {args.min_delta:g})" if args.min_delta is not None else "")
-    print(f"\nline exact match (%), first candidate; base {args.base}; adapt --minutes {args.minutes:g}{replay} on {args.device}")
+    print(f"\nline exact match (%), first candidate; base {args.base}; adapt --minutes {args.minutes:g}{variant} on {args.device}")
     print(f"{'package':28} {'cases':>5} {'all: base':>9} {'adapted':>7} {'n-gram':>6} | {'new':>4} {'base':>5} "
           f"{'adapted':>7} {'n-gram':>6} | general {'base':>5} {'adapted':>7} | fine-tune")
     for r in rows:
