@@ -428,7 +428,8 @@ def test_fine_tuning_an_imported_model_lowers_its_loss(hf_root: Path, code_tree:
     after = trainer.run()["val_loss"]
     assert after < before - 0.5
     tuned = load_checkpoint(tmp_path / "run" / "best")
-    assert tuned.provenance["init_from"] == str(path) and tuned.model.config.qkv_bias and tuned.tokenizer.fim_order == "psm"
+    assert tuned.provenance["init_from"] == str(path) and "preset" not in tuned.provenance  # its shape, not a preset's
+    assert tuned.model.config.qkv_bias and tuned.tokenizer.fim_order == "psm"
 
     other = tmp_path / "other"
     run_prepare(tmp_path / "corpus", build_family(hf_root, "starcoder2") / "tokenizer.json", other, val_fraction=0.2)

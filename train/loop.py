@@ -228,7 +228,7 @@ class Trainer:
     def _provenance(self, metrics: dict[str, float]) -> dict[str, Any]:
         c = self.cfg
         return {"step": self.step, "tokens_seen": self.tokens_seen, **metrics, "data": portable_path(c.data, self.out),
-                "preset": c.preset, "fim_rate": c.fim_rate, **({"init_from": c.init_from} if c.init_from else {}),
+                "fim_rate": c.fim_rate, **({"init_from": c.init_from} if c.init_from else {"preset": c.preset}),
                 **({"repo_context": True} if self.repo_context else {}), **c.provenance}
 
     def _save(self, metrics: dict[str, float], best: bool) -> None:
