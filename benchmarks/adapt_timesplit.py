@@ -8,7 +8,8 @@ them out), the two releases' wheels come from the package index (`pip download`,
                  from them cases on lines that do not occur in the older release (new code)
     systems      the base model, the adapted one, and the n-gram baseline counted on the same older
                  release (its training split, as the adapted model saw it); --repo-context also runs
-                 each with the newer release's other files as repository context
+                 each with the newer release's other files as repository context; --blend adds the
+                 adapted weights blended with the base's (adapt --blend), from the same run
     forgetting   base and adapted on a general set of other held-out packages (line exact match), and
                  bits per byte there from adapt's own comparison
 
@@ -33,7 +34,7 @@ from typing import Any
 from codecomplete.engine.completion import CompletionEngine
 from codecomplete.engine.repo_context import RepoContextConfig
 from codecomplete.models import DEFAULT_CHECKPOINT
-from codecomplete.train.adapt import plan, run_adapt
+from codecomplete.train.adapt import blend_with_base, plan, run_adapt
 from codecomplete.train.collect import iter_python_files, judge
 from codecomplete.train.eval_cli import run_baseline
 from codecomplete.train.evaluate import line_cases, no_repo, repo_contexts, run_line_cases, summarize
@@ -91,6 +92,12 @@ def one_pair(pair: str, args: argparse.Namespace, base: CompletionEngine, genera
     state = run_adapt(cfg, info)
     adapted = CompletionEngine.from_checkpoint(out / "best", args.device, min_score=-1e9)
     systems = {"base": base, "adapted": adapted, "n-gram": NgramCompleter(run_baseline(out / "data", None))}
+    for share in args.blend:  # what adapt --blend writes, from this run's fine-tuned weights
+        folder = out / f"blend-{share:g}"
+        if not folder.exists():
+            shutil.copytree(out / "best", folder)
+            blend_with_base(folder, cfg.base, share)
+        systems[f"blend {share:g}"] = CompletionEngine.from_checkpoint(folder, args.device, min_score=-1e9)
 
     old_lines = {line.strip() for _, text in files(old) for line in text.splitlines()}
     new_files = files(new)
@@ -111,7 +118,7 @@ def one_pair(pair: str, args: argparse.Namespace, base: CompletionEngine, genera
         with_repo = {k: repo for k in systems}
         row["all_repo"] = line_exact_match(systems, all_cases, with_repo)
         row["new_lines_repo"] = line_exact_match(systems, new_cases, with_repo)
-    row["general"] = line_exact_match({"adapted": adapted}, general_cases, None)
+    row["general"] = line_exact_match({k: v for k, v in systems.items() if k not in ("base", "n-gram")}, general_cases, None)
     row["eval_s"] = time.perf_counter() - t0
     return row
 
@@ -130,6 +137,8 @@ def main() -> None:
     ap.add_argument("--repo-context", action="store_true", help="also complete with the newer release's other files as context")
     ap.add_argument("--replay", type=float, help="adapt's --replay (default: adapt's own)")
     ap.add_argument("--min-delta", type=float, help="adapt's early-stopping threshold, nats per token (default: adapt's own)")
+    ap.add_argument("--blend", type=float, nargs="*", default=[],
+                    help="also the adapted weights blended with the base's at these shares (adapt --blend), e.g. 0.5 0.7")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--work", type=Path, default=Path("runs/adapt_timesplit"))
     ap.add_argument("--json", type=Path, help="write the rows here too (default: WORK/results.json)")
@@ -166,6 +175,13 @@ def main() -> None:
     print(f"{'mean':28} {'':5} {pct(mean('all', 'base')):>9} {pct(mean('all', 'adapted')):>7} {pct(mean('all', 'n-gram')):>6} | "
           f"{'':4} {pct(mean('new_lines', 'base')):>5} {pct(mean('new_lines', 'adapted')):>7} {pct(mean('new_lines', 'n-gram')):>6} | "
           f"general {pct(base_general):>5} {pct(mean('general', 'adapted')):>7}")
+    for share in args.blend:
+        b = f"blend {share:g}"
+        line = f"{'  --blend ' + format(share, 'g'):28} {'':5} {'':>9} {pct(mean('all', b)):>7} {'':>6} | {'':4} {'':>5} "
+        line += f"{pct(mean('new_lines', b)):>7} {'':>6} | general {'':>5} {pct(mean('general', b)):>7}"
+        if args.repo_context:
+            line += f" | with repository context: all {pct(mean('all_repo', b))}, new {pct(mean('new_lines_repo', b))}"
+        print(line)
     bpb = [(r["general_bpb"]["base"], r["general_bpb"]["adapted"]) for r in rows]
     print("general set bits per byte, base -> adapted: " + ", ".join(f"{r['package']} {b:.3f} -> {a:.3f}" for r, (b, a) in zip(rows, bpb)))
     path = args.json or args.work / "results.json"

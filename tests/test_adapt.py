@@ -111,6 +111,30 @@ def test_by_default_half_of_each_batch_replays_the_standard_library_but_never_th
     assert json.loads((out / "replay" / "meta.json").read_text())["splits"]["train"]["tokens"] > 10_000
 
 
+def test_blend_averages_the_fine_tuned_weights_with_the_base_once(project: Path, checkpoints: Checkpoints,  # noqa: F811
+                                                                 tmp_path: Path) -> None:
+    import torch
+    from safetensors.torch import load_file
+
+    from codecomplete.train.adapt import blend_with_base, inherit_completion
+
+    out = tmp_path / "run"
+    adapt(project, "--out", out, "--from", checkpoints.a, "--max-steps", 2, "--eval-every", 2, "--lr", "2e-3", "--eval-cases", 0,
+          "--replay", 0, "--blend", 0.5, "--general", project.parent / "general", "--device", "cpu")
+    best, last, base = (load_file(p / "model.safetensors") for p in (out / "best", out / "last", checkpoints.a))
+    assert best.keys() == base.keys() and any(not torch.equal(last[k], base[k]) for k in base)
+    for name in base:  # one evaluation, at the last step: best held last's weights before the blend
+        torch.testing.assert_close(best[name], (last[name] + base[name]) / 2)
+    assert load_checkpoint(out / "best").provenance["adapt"]["blend"] == 0.5
+    blend_with_base(out / "best", str(checkpoints.a), 0.5)  # what a rerun does: nothing more
+    assert all(torch.equal(w, best[k]) for k, w in load_file(out / "best" / "model.safetensors").items())
+
+    tuned = Path(shutil.copytree(out / "last", tmp_path / "tuned"))  # engine settings tuned for the weights stay
+    inherit_completion(tuned, {"context_weight": 0.25})
+    blend_with_base(tuned, str(checkpoints.a), 0.7)
+    assert load_checkpoint(tuned).completion == {"context_weight": 0.25}
+
+
 def test_the_newest_files_by_git_history_are_held_out_and_ignored_paths_skipped(adapted: dict[str, Any]) -> None:
     from codecomplete.train.corpus import iter_documents
 
@@ -189,6 +213,7 @@ def other_tokenizer_checkpoint(root: Path) -> Path:
     ("not a checkpoint", "lacks config.json"),
     ("swapped tokenizer", "is not the one this model was trained with"),
     ("no minutes", "--minutes 0.0 is out of range"),
+    ("no blend", "--blend 0.0 is out of range"),
 ])
 def test_bad_input_is_one_line_and_writes_nothing(case: str, expected: str, project: Path, checkpoints: Checkpoints,  # noqa: F811
                                                   tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
@@ -204,8 +229,10 @@ def test_bad_input_is_one_line_and_writes_nothing(case: str, expected: str, proj
     elif case == "swapped tokenizer":
         base = Path(shutil.copytree(checkpoints.a, tmp_path / "swapped"))
         shutil.copy(other_tokenizer_checkpoint(tmp_path / "other") / "tokenizer.json", base / "tokenizer.json")
-    else:
+    elif case == "no minutes":
         more = ["--minutes", "0"]
+    else:
+        more = ["--blend", "0"]
     line = error_line(capsys, monkeypatch, folder, "--out", tmp_path / "out", "--from", base, *more)
     assert expected in line and not (tmp_path / "out").exists()
 

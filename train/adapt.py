@@ -64,6 +64,9 @@ class AdaptConfig:
     # Share of each batch from the standard library (never the general set's files): what the
     # project does not teach, the model should not forget.
     replay: float = 0.5
+    # Share of the fine-tuned weights in the checkpoint written, the rest the base's (weight-space
+    # ensembling, WiSE-FT): below 1 it forgets less of other code and learns less of the project.
+    blend: float = 1.0
     keep_tests: bool = False
     device: str = "auto"
     seed: int = 1337
@@ -184,7 +187,8 @@ def check(cfg: AdaptConfig) -> Base:
                ("--patience", cfg.patience, cfg.patience >= 1, "1 or more evaluations"),
                ("--eval-every", cfg.eval_every, cfg.eval_every >= 1, "1 or more steps"),
                ("--eval-cases", cfg.eval_cases, cfg.eval_cases >= 0, "0 or more cases"),
-               ("--replay", cfg.replay, 0 <= cfg.replay <= 0.75, "a share of each batch from 0 (none) to 0.75, e.g. 0.5")]
+               ("--replay", cfg.replay, 0 <= cfg.replay <= 0.75, "a share of each batch from 0 (none) to 0.75, e.g. 0.5"),
+               ("--blend", cfg.blend, 0 < cfg.blend <= 1, "a share of the fine-tuned weights above 0 and at most 1, e.g. 0.5")]
     for flag, value, ok, want in numbers:
         if not ok:
             raise CodecompleteError(f"{flag} {value} is out of range: give {want}")
@@ -290,6 +294,7 @@ def run_adapt(cfg: AdaptConfig, base: Base, overwrite: bool = False, on_event: E
     if "trained" not in state:
         state["trained"] = fine_tune(cfg, base, state["split"], emit)
         write_state(out, state)
+    blend_with_base(out / "best", cfg.base, cfg.blend)
     inherit_completion(out / "best", base.completion)
     if "comparison" not in state:
         from codecomplete.train.adapt_eval import compare
@@ -387,6 +392,25 @@ def base_heldout_loss(cfg: AdaptConfig, data: Path) -> float:
     with console.status("the base model's held-out loss"):
         model = load_checkpoint(cfg.base, pick_device(cfg.device)).model
         return lm_metrics(model, np.concatenate([np.asarray(a) for a in val.arrays]), val.bytes, cfg.eval_tokens)["loss"]
+
+
+def blend_with_base(best: Path, base: str, share: float) -> None:
+    """best's weights become share of themselves and the rest the base's, once: the share is then
+    in best's provenance, and the folder is swapped in whole, so a rerun never blends twice."""
+    import torch
+
+    from codecomplete.engine.checkpoint import load_checkpoint, save_checkpoint
+
+    tuned = load_checkpoint(best)
+    adapt = tuned.provenance.get("adapt", {})
+    if share >= 1 or "blend" in adapt:
+        return
+    start = dict(load_checkpoint(base).model.named_parameters())
+    with torch.no_grad():
+        for name, p in tuned.model.named_parameters():  # tied weights are one parameter, blended once
+            p.lerp_(start[name].to(p.dtype), 1 - share)
+    save_checkpoint(best, tuned.model, tuned.tokenizer, {**tuned.provenance, "adapt": {**adapt, "blend": share}})
+    inherit_completion(best, tuned.completion)  # save_checkpoint writes the model's config alone
 
 
 def inherit_completion(best: Path, completion: dict[str, float]) -> None:
