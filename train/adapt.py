@@ -401,9 +401,11 @@ def blend_with_base(best: Path, base: str, share: float) -> None:
 
     from codecomplete.engine.checkpoint import load_checkpoint, save_checkpoint
 
+    if share >= 1:
+        return
     tuned = load_checkpoint(best)
     adapt = tuned.provenance.get("adapt", {})
-    if share >= 1 or "blend" in adapt:
+    if "blend" in adapt:
         return
     start = dict(load_checkpoint(base).model.named_parameters())
     with torch.no_grad():
