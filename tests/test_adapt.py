@@ -119,8 +119,9 @@ def test_blend_averages_the_fine_tuned_weights_with_the_base_once(project: Path,
     from codecomplete.train.adapt import blend_with_base, inherit_completion
 
     out = tmp_path / "run"
-    adapt(project, "--out", out, "--from", checkpoints.a, "--max-steps", 2, "--eval-every", 2, "--lr", "2e-3", "--eval-cases", 0,
-          "--replay", 0, "--blend", 0.5, "--general", project.parent / "general", "--device", "cpu")
+    result = adapt(project, "--out", out, "--from", checkpoints.a, "--max-steps", 2, "--eval-every", 2, "--lr", "2e-3",
+                   "--eval-cases", 0, "--replay", 0, "--blend", 0.5, "--general", project.parent / "general", "--device", "cpu")
+    assert "written blended: 0.5 of the fine-tuned weights" in result.output
     best, last, base = (load_file(p / "model.safetensors") for p in (out / "best", out / "last", checkpoints.a))
     assert best.keys() == base.keys() and any(not torch.equal(last[k], base[k]) for k in base)
     for name in base:  # one evaluation, at the last step: best held last's weights before the blend

@@ -23,6 +23,8 @@ def show(state: dict[str, Any], events: bool) -> None:
     how = "stopped early: the held-out loss had stopped falling" if t["stopped_early"] else "the budget was spent"
     console.print(f"fine-tuned for {t['minutes']:.1f} min: {t['step']:,} steps, {t['tokens'] / 1e6:.2f}M tokens, batch "
                   f"{t['batch_size']} at learning rate {t['lr']:g} ({how})", highlight=False)
+    if state["config"].get("blend", 1) < 1:
+        console.print(f"written blended: {state['config']['blend']:g} of the fine-tuned weights, the rest the base's", highlight=False)
     if t["best_heldout_loss"] >= t["base_heldout_loss"]:
         console.print(f"[yellow]warning: no evaluation beat the base model's held-out loss ({t['base_heldout_loss']:.4f} against "
                       f"{t['best_heldout_loss']:.4f}): the base serves this project as well; try a lower --lr", highlight=False)
