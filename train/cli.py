@@ -178,16 +178,20 @@ def run_train(cfg: Any, resume: bool = False) -> dict:
     from codecomplete.train import distributed
     from codecomplete.train.loop import Trainer
 
+    finished = False
     try:
         if not distributed.is_main_process():
-            return Trainer(cfg, resume=resume).run()
-        return train_with_progress(cfg, resume)
+            summary = Trainer(cfg, resume=resume).run()
+        else:
+            summary = train_with_progress(cfg, resume)
+        finished = True
+        return summary
     except CodecompleteError:
         if not distributed.is_main_process():  # rank 0 prints the same one line
             raise SystemExit(1) from None
         raise
     finally:
-        distributed.teardown()
+        distributed.teardown(finished)
 
 
 def train_with_progress(cfg: Any, resume: bool, on_event: Callable[[dict], None] | None = None) -> dict:

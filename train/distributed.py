@@ -5,6 +5,7 @@ group, and every helper here degrades to the single-process answer, so the loop 
 """
 from __future__ import annotations
 
+import gc
 import os
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
@@ -80,9 +81,22 @@ def setup(requested_device: str) -> tuple[Dist, torch.device]:
     return info, device
 
 
-def teardown() -> None:
-    if dist.is_initialized():
-        dist.destroy_process_group()
+def teardown(finished: bool) -> None:
+    """Leave the process group while the interpreter is whole.
+
+    Rank 0 may still be writing the last checkpoint when the others return; a rank whose gloo
+    threads or pending work outlive destroy_process_group (held by cyclic garbage such as the
+    wrapped model) is torn down at interpreter exit instead, and aborts ("terminate called
+    without an active exception"). So: collect that garbage, and after a run that finished, wait
+    for every rank before destroying. After a failure the peers may be gone, so no barrier.
+    """
+    if not dist.is_initialized():
+        return
+    gc.collect()
+    if finished:
+        dist.barrier()
+    dist.destroy_process_group()
+    gc.collect()
 
 
 def micro_steps(grad_accum: int, info: Dist) -> range:
