@@ -1,6 +1,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -168,6 +171,27 @@ def test_repository_level_examples_put_snippets_of_the_same_repo_and_split_in_fr
             assert f"_{repo}_" in text and f"_{1 - int(repo)}_" not in text  # its own repository's
             assert f"org/r{repo}/{path}" not in val_files  # never a validation file
     assert {d.split(sep)[-1] for d in train} and all(sep not in d or d.startswith(sep) for d in train + val)
+
+
+WORKERS = """
+import sys
+from pathlib import Path
+from codecomplete.train.prepare import PrepareConfig, prepare
+cfg = PrepareConfig(val_fraction=0.25, split_by="file", repo_context=0.5, repo_chunk_tokens=40, batch_docs=3, workers=3)
+prepare(Path(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3]), cfg)
+"""
+
+
+def test_workers_write_what_one_process_writes(tmp_path: Path, prepared: dict[str, Path]) -> None:
+    pq.write_table(pa.Table.from_pylist(repo_rows()), tmp_path / "ds.parquet")
+    cfg = PrepareConfig(val_fraction=0.25, split_by="file", repo_context=0.5, repo_chunk_tokens=40, batch_docs=3)
+    meta = prepare(tmp_path / "ds.parquet", prepared["tokenizer"], tmp_path / "one", cfg)
+    assert meta["repo_context"]["examples"] > 0 and meta["splits"]["val"]["tokens"] > 0
+    # Three forked workers, with the tokenizer's own threads asked for: they would hang a worker.
+    subprocess.run([sys.executable, "-c", WORKERS, str(tmp_path / "ds.parquet"), str(prepared["tokenizer"]), str(tmp_path / "three")],
+                   env={**os.environ, "TOKENIZERS_PARALLELISM": "true"}, check=True, timeout=120)
+    read = lambda out: {f.name: f.read_bytes() for f in sorted(out.iterdir())}  # noqa: E731
+    assert read(tmp_path / "three") == read(tmp_path / "one")  # shards, copy index and meta.json, byte for byte
 
 
 def test_fill_in_the_middle_keeps_a_repository_level_head_in_front() -> None:

@@ -138,14 +138,16 @@ def dedupe_cmd(
 
 # -- prepare ---------------------------------------------------------------------------------
 def run_prepare(corpus: Path, tokenizer: Path, out: Path, val_fraction: float = 0.05, split_by: str = "auto", text_column: str | None = None,
-                overwrite: bool = False, repo_context: float = 0.0, val_files: list[str] | None = None) -> dict:
+                overwrite: bool = False, repo_context: float = 0.0, val_files: list[str] | None = None, workers: int | None = None) -> dict:
     from codecomplete.train.corpus import count_documents
-    from codecomplete.train.prepare import PrepareConfig, prepare
+    from codecomplete.train.prepare import PrepareConfig, available_cpus, prepare
 
     if not 0 <= repo_context <= 1:
         raise CodecompleteError(f"--repo-context is a share of files, from 0 to 1, not {repo_context}")
+    if workers is not None and workers < 1:
+        raise CodecompleteError(f"--workers is a number of processes, 1 or more, not {workers}")
     cfg = PrepareConfig(val_fraction=val_fraction, split_by=split_by, text_column=text_column, overwrite=overwrite,
-                        repo_context=repo_context, val_files=val_files)
+                        repo_context=repo_context, val_files=val_files, workers=workers or available_cpus())
     with make_progress("docs") as progress:
         task = progress.add_task("prepare", total=count_documents(corpus))
         meta = prepare(corpus, tokenizer, out, cfg, on_docs=lambda n: progress.advance(task, n))
@@ -167,9 +169,10 @@ def prepare_cmd(
     text_column: Annotated[str | None, typer.Option(help="Column holding the code (default: content, text or code).")] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace data already prepared in --out.")] = False,
     repo_context: Annotated[float, typer.Option(help="Share of files (0-1) written as repository-level examples: in chunks, each behind snippets of the other files of its repository, as the engine's prompt puts them; a model trained so reads repository context better.")] = 0.0,
+    workers: Annotated[int | None, typer.Option(help="Processes that write the repository-level examples (default: every CPU core this process may use); the shards are the same for any number.")] = None,
 ) -> None:
     """Encode the corpus into train/validation token shards."""
-    run_prepare(corpus, tokenizer, out, val_fraction, split_by, text_column, overwrite, repo_context)
+    run_prepare(corpus, tokenizer, out, val_fraction, split_by, text_column, overwrite, repo_context, workers=workers)
 
 
 # -- train -----------------------------------------------------------------------------------

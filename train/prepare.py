@@ -14,9 +14,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import multiprocessing as mp
+import os
 import shutil
+from collections import deque
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
+from multiprocessing.pool import AsyncResult
 from pathlib import Path
 
 import numpy as np
@@ -46,6 +51,7 @@ class PrepareConfig:
     repo_context: float = 0.0  # share of files written as repository-level examples
     repo_chunk_tokens: int = 352  # of a file, per example; with the snippets, within a 512-token window
     repo_snippet_tokens: int = 69  # what the engine gives snippets in a 512-token window (15% of 464)
+    workers: int = 1  # processes that write repository-level examples (retrieval is the slow part)
     # The files (repo/path) that make the validation split, instead of a hashed share: `adapt` holds
     # out a project's newest files.
     val_files: list[str] | None = None
@@ -57,6 +63,11 @@ class SplitStats:
     tokens: int = 0
     bytes: int = 0
     shards: list[dict[str, int | str]] = field(default_factory=list)
+
+
+def available_cpus() -> int:
+    """The CPU cores this process may run on (a container's or taskset's limit, not the machine's)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def group_key(doc: Document, split_by: str) -> str:
@@ -88,7 +99,7 @@ class _ShardWriter:
         self.fh = None
         self.in_shard = 0
 
-    def write(self, ids: list[int], n_bytes: int, new_document: bool = True) -> None:
+    def write(self, ids: np.ndarray | list[int], n_bytes: int, new_document: bool = True) -> None:
         """new_document: False for the later pieces of a file written as several examples."""
         if self.fh is None or self.in_shard >= self.shard_tokens:
             self._roll()
@@ -165,22 +176,17 @@ def prepare(
     train_lines: set[int] = set()  # for the copy index: lines of training files
     contexts = split_contexts(corpus, cfg, tokenizer, lambda d: "val" if group_key(d, split_by) in val_groups else "train")
     examples = 0
+    batches = _batches(iter_documents(corpus, cfg.text_column), cfg.batch_docs)
     try:
-        for batch in _batches(iter_documents(corpus, cfg.text_column), cfg.batch_docs):
-            for doc, ids in zip(batch, tokenizer.encode_batch([d.text for d in batch])):
-                split = "val" if group_key(doc, split_by) in val_groups else "train"
-                context = contexts.get((doc.repo, split))
-                if context is not None and _hash(f"repo-context:{doc.repo}/{doc.path}") / 2**64 < cfg.repo_context:
-                    pieces = repo_examples(doc, context, tokenizer, cfg)
-                    examples += len(pieces)
-                else:
-                    pieces = [ids]
-                for i, piece in enumerate(pieces):  # a file counted once, with its first piece
-                    writers[split].write(piece + [tokenizer.eot_id], len(doc.text.encode("utf-8")) if i == 0 else 0, i == 0)
-                if split == "train":
-                    train_lines.update(line_hashes(doc.text))
-            if on_docs:
-                on_docs(len(batch))
+        with _encoder(_Job(tokenizer, cfg, split_by, val_groups, contexts), cfg.workers if contexts else 1) as encode:
+            for encoded in encode(batches):
+                for e in encoded:
+                    examples += len(e.pieces) if e.example else 0
+                    for i, piece in enumerate(e.pieces):  # a file counted once, with its first piece
+                        writers[e.split].write(piece, e.n_bytes if i == 0 else 0, i == 0)
+                    train_lines.update(e.lines)
+                if on_docs:
+                    on_docs(len(encoded))
     finally:
         for w in writers.values():
             w.close()
@@ -208,6 +214,79 @@ def prepare(
     return meta
 
 
+@dataclass(frozen=True)
+class _Job:
+    """What encoding a document needs; a forked worker inherits it instead of receiving it."""
+
+    tokenizer: Tokenizer
+    cfg: PrepareConfig
+    split_by: str
+    val_groups: set[str]
+    contexts: dict[tuple[str, str], RepoContext]
+
+
+@dataclass(frozen=True)
+class _Encoded:
+    split: str
+    pieces: list[np.ndarray]  # token ids, each followed by end-of-text
+    n_bytes: int
+    example: bool  # written as repository-level examples
+    lines: list[int]  # line hashes of a training file, for the copy index
+
+
+def _encode(job: _Job, batch: list[Document]) -> list[_Encoded]:
+    tok, cfg, out = job.tokenizer, job.cfg, []
+    for doc, ids in zip(batch, tok.encode_batch([d.text for d in batch])):
+        split = "val" if group_key(doc, job.split_by) in job.val_groups else "train"
+        context = job.contexts.get((doc.repo, split))
+        example = context is not None and _hash(f"repo-context:{doc.repo}/{doc.path}") / 2**64 < cfg.repo_context
+        pieces = repo_examples(doc, context, tok, cfg) if example else [ids]
+        out.append(_Encoded(split, [np.asarray([*p, tok.eot_id], dtype=np.int64) for p in pieces], len(doc.text.encode("utf-8")),
+                            example, line_hashes(doc.text) if split == "train" else []))
+    return out
+
+
+_JOB: _Job | None = None  # the job of a forked worker
+
+
+def _encode_in_worker(batch: list[Document]) -> list[_Encoded]:
+    assert _JOB is not None
+    return _encode(_JOB, batch)
+
+
+@contextmanager
+def _encoder(job: _Job, workers: int) -> Iterator[Callable[[Iterator[list[Document]]], Iterator[list[_Encoded]]]]:
+    """Encode batches in order, in this process or in forked workers (the repositories' indexes,
+    built once here, are shared with them copy-on-write; without fork, as on Windows, one process)."""
+    global _JOB
+    if workers <= 1 or "fork" not in mp.get_all_start_methods():
+        yield lambda batches: (_encode(job, b) for b in batches)
+        return
+    # The tokenizer's thread pool does not survive a fork: a worker that used it would hang (it
+    # does, with TOKENIZERS_PARALLELISM=true). Workers tokenize on their own thread.
+    _JOB, parallelism = job, os.environ.get("TOKENIZERS_PARALLELISM")
+    os.environ["TOKENIZERS_PARALLELISM"] = "false"
+    try:
+        with mp.get_context("fork").Pool(workers) as pool:
+
+            def in_order(batches: Iterator[list[Document]]) -> Iterator[list[_Encoded]]:
+                pending: deque[AsyncResult] = deque()  # bounded, unlike Pool.imap, which reads every batch ahead
+                for batch in batches:
+                    pending.append(pool.apply_async(_encode_in_worker, (batch,)))
+                    if len(pending) >= 2 * workers:
+                        yield pending.popleft().get()
+                while pending:
+                    yield pending.popleft().get()
+
+            yield in_order
+    finally:
+        _JOB = None
+        if parallelism is None:
+            os.environ.pop("TOKENIZERS_PARALLELISM")
+        else:
+            os.environ["TOKENIZERS_PARALLELISM"] = parallelism
+
+
 def split_contexts(corpus: Path, cfg: PrepareConfig, tokenizer: Tokenizer, split_of: Callable[[Document], str]
                   ) -> dict[tuple[str, str], RepoContext]:
     """(repository, split) -> its files' context, for repository-level examples: a snippet never
@@ -222,7 +301,10 @@ def split_contexts(corpus: Path, cfg: PrepareConfig, tokenizer: Tokenizer, split
     for doc in iter_documents(corpus, cfg.text_column):
         if not doc.repo or not doc.path:
             raise CodecompleteError(f"--repo-context needs repo and path columns in {corpus}; `collect` and `scrape` write both")
-        contexts.setdefault((doc.repo, split_of(doc)), RepoContext(tokenizer, config)).set_file(doc.path, doc.text)
+        key = (doc.repo, split_of(doc))
+        if key not in contexts:  # not setdefault: a RepoContext analyses the whole vocabulary when made
+            contexts[key] = RepoContext(tokenizer, config)
+        contexts[key].set_file(doc.path, doc.text)
     for context in contexts.values():
         context.build()
     return contexts
