@@ -135,14 +135,7 @@ class SnippetIndex:
         if not len(names) or not self.windows:
             return []
         hits = np.concatenate([self.postings[self.offsets[t] : self.offsets[t + 1]] for t in names])
-        # Only the windows that share a name, ascending. Counting into every window beats sorting
-        # the hits once they are more than a sixteenth as many (a large repository's common names).
-        if len(hits) * 16 > self.windows:
-            counts = np.bincount(hits, minlength=self.windows)
-            window = np.flatnonzero(counts)
-            inter = counts[window]
-        else:
-            window, inter = np.unique(hits, return_counts=True)
+        window, inter = np.unique(hits, return_counts=True)  # only the windows that share a name
         score = inter / np.maximum(len(names) + self.sizes[window] - inter, 1)
         if exclude in self.file_of:
             score[self.owner[window] == self.file_of[exclude]] = 0.0
