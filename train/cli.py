@@ -148,6 +148,9 @@ def run_prepare(corpus: Path, tokenizer: Path, out: Path, val_fraction: float = 
         raise CodecompleteError(f"--workers is a number of processes, 1 or more, not {workers}")
     cfg = PrepareConfig(val_fraction=val_fraction, split_by=split_by, text_column=text_column, overwrite=overwrite,
                         repo_context=repo_context, val_files=val_files, workers=workers or available_cpus())
+    if repo_context:  # a minute on 14K files before the first document is written
+        console.print(f"indexing each repository's files for the snippets, then writing ({cfg.workers} "
+                      f"worker{'s' if cfg.workers > 1 else ''})")
     with make_progress("docs") as progress:
         task = progress.add_task("prepare", total=count_documents(corpus))
         meta = prepare(corpus, tokenizer, out, cfg, on_docs=lambda n: progress.advance(task, n))
