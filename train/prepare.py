@@ -236,11 +236,13 @@ class _Encoded:
 
 def _encode(job: _Job, batch: list[Document]) -> list[_Encoded]:
     tok, cfg, out = job.tokenizer, job.cfg, []
-    for doc, ids in zip(batch, tok.encode_batch([d.text for d in batch])):
-        split = "val" if group_key(doc, job.split_by) in job.val_groups else "train"
-        context = job.contexts.get((doc.repo, split))
-        example = context is not None and _hash(f"repo-context:{doc.repo}/{doc.path}") / 2**64 < cfg.repo_context
-        pieces = repo_examples(doc, context, tok, cfg) if example else [ids]
+    splits = ["val" if group_key(doc, job.split_by) in job.val_groups else "train" for doc in batch]
+    contexts = [job.contexts.get((doc.repo, split)) for doc, split in zip(batch, splits)]
+    examples = [c is not None and _hash(f"repo-context:{d.repo}/{d.path}") / 2**64 < cfg.repo_context for d, c in zip(batch, contexts)]
+    # A file written as repository-level examples is tokenized chunk by chunk, so not whole as well.
+    whole = iter(tok.encode_batch([d.text for d, example in zip(batch, examples) if not example]))
+    for doc, split, context, example in zip(batch, splits, contexts, examples):
+        pieces = repo_examples(doc, context, tok, cfg) if example else [next(whole)]
         out.append(_Encoded(split, [np.asarray([*p, tok.eot_id], dtype=np.int64) for p in pieces], len(doc.text.encode("utf-8")),
                             example, line_hashes(doc.text) if split == "train" else []))
     return out
