@@ -6,10 +6,11 @@ them out), the two releases' wheels come from the package index (`pip download`,
     adapt        `codecomplete-train adapt` on the older release's source (--minutes on this machine)
     cases        line-completion cases from the newer release's files (evaluate.line_cases), and apart
                  from them cases on lines that do not occur in the older release (new code)
-    systems      the base model, the adapted one, and the n-gram baseline counted on the same older
-                 release (its training split, as the adapted model saw it); --repo-context also runs
-                 each with the newer release's other files as repository context; --blend adds the
-                 adapted weights blended with the base's (adapt --blend), from the same run
+    systems      the base model, the adapted one (its fine-tuned weights unblended, adapt --blend 1),
+                 and the n-gram baseline counted on the same older release (its training split, as
+                 the adapted model saw it); --repo-context also runs each with the newer release's
+                 other files as repository context; --blend adds the adapted weights blended with
+                 the base's (adapt --blend; by default adapt's own share), from the same run
     forgetting   base and adapted on a general set of other held-out packages (line exact match), and
                  bits per byte there from adapt's own comparison
 
@@ -34,7 +35,7 @@ from typing import Any
 from codecomplete.engine.completion import CompletionEngine
 from codecomplete.engine.repo_context import RepoContextConfig
 from codecomplete.models import DEFAULT_CHECKPOINT
-from codecomplete.train.adapt import blend_with_base, plan, run_adapt
+from codecomplete.train.adapt import AdaptConfig, blend_with_base, plan, run_adapt
 from codecomplete.train.collect import iter_python_files, judge
 from codecomplete.train.eval_cli import run_baseline
 from codecomplete.train.evaluate import line_cases, no_repo, repo_contexts, run_line_cases, summarize
@@ -87,8 +88,9 @@ def one_pair(pair: str, args: argparse.Namespace, base: CompletionEngine, genera
     old_version, new_version = versions.split(":")
     old, new = release(f"{name}=={old_version}", args.work), release(f"{name}=={new_version}", args.work)
     out = args.work / "runs" / f"{name}-{old_version}"
+    # blend=1 keeps best unblended, so that every --blend share is taken from the fine-tuned weights
     cfg, info = plan([old], out, args.base, minutes=args.minutes, eval_cases=0, general=str(args.work / "general"), device=args.device,
-                     replay=args.replay, min_delta=args.min_delta)
+                     replay=args.replay, min_delta=args.min_delta, blend=1.0)
     state = run_adapt(cfg, info)
     adapted = CompletionEngine.from_checkpoint(out / "best", args.device, min_score=-1e9)
     systems = {"base": base, "adapted": adapted, "n-gram": NgramCompleter(run_baseline(out / "data", None))}
@@ -137,8 +139,9 @@ def main() -> None:
     ap.add_argument("--repo-context", action="store_true", help="also complete with the newer release's other files as context")
     ap.add_argument("--replay", type=float, help="adapt's --replay (default: adapt's own)")
     ap.add_argument("--min-delta", type=float, help="adapt's early-stopping threshold, nats per token (default: adapt's own)")
-    ap.add_argument("--blend", type=float, nargs="*", default=[],
-                    help="also the adapted weights blended with the base's at these shares (adapt --blend), e.g. 0.5 0.7")
+    ap.add_argument("--blend", type=float, nargs="*", default=[AdaptConfig.blend],
+                    help=f"also the adapted weights blended with the base's at these shares (adapt --blend), e.g. 0.5 0.7 "
+                         f"(default: adapt's own, {AdaptConfig.blend:g}; none without a value)")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--work", type=Path, default=Path("runs/adapt_timesplit"))
     ap.add_argument("--json", type=Path, help="write the rows here too (default: WORK/results.json)")

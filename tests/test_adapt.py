@@ -20,7 +20,7 @@ from test_lsp import Checkpoints, checkpoints  # noqa: F401 - the session's tiny
 from typer.testing import CliRunner
 
 from codecomplete.engine.checkpoint import load_checkpoint
-from codecomplete.train.adapt import STATE_FILE, EarlyStop, StoppedEarly
+from codecomplete.train.adapt import STATE_FILE, AdaptConfig, EarlyStop, StoppedEarly
 from codecomplete.train.cli import app, main
 
 runner = CliRunner()
@@ -156,6 +156,8 @@ def test_the_comparison_shows_base_adapted_and_baseline_on_both_sets(adapted: di
 def test_provenance_names_the_base_and_the_project_without_machine_paths(adapted: dict[str, Any]) -> None:
     provenance = json.loads((adapted["out"] / "best" / "config.json").read_text())["provenance"]
     assert provenance["adapt"]["project"] == ["proj"] and provenance["adapt"]["heldout_files"] == 2
+    assert provenance["adapt"]["blend"] == AdaptConfig.blend < 1  # written blended unless --blend 1
+    assert f"written blended: {AdaptConfig.blend:g} of the fine-tuned weights" in adapted["output"]
     assert provenance["adapt"]["base"] == provenance["init_from"] and provenance["data"] == "data"
 
     def strings(x: Any) -> list[str]:

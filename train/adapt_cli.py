@@ -65,7 +65,7 @@ def add_adapt_command(app: typer.Typer) -> None:
         eval_cases: Annotated[int | None, typer.Option(help="Line-completion cases per set in the comparison (a fifth as many function bodies; 0: bits per byte only). [default: 100]", show_default=False)] = None,
         general: Annotated[Path | None, typer.Option(help="General held-out set, to show forgetting: a corpus or a folder of Python code (default: a sample of this Python's standard library).", show_default=False)] = None,
         replay: Annotated[float | None, typer.Option(help="Share of each batch drawn from this Python's standard library, so the model keeps what it knew of other code (0: the project alone). [default: 0.5]", show_default=False)] = None,
-        blend: Annotated[float | None, typer.Option(help="Share of the fine-tuned weights in the checkpoint written, the rest the base's: 0.5 forgets less of other code and learns less of the project. [default: 1]", show_default=False)] = None,
+        blend: Annotated[float | None, typer.Option(help="Share of the fine-tuned weights in the checkpoint written, the rest the base's: lower forgets less of other code and learns less of the project; 1 writes the fine-tuned weights as they are. [default: 0.85]", show_default=False)] = None,
         keep_tests: Annotated[bool | None, typer.Option("--keep-tests", help="Learn from the project's test files too (dropped by default, as in collect).", show_default=False)] = None,
         device: Annotated[str | None, typer.Option(help="auto, cuda, mps or cpu. [default: auto]", show_default=False)] = None,
         overwrite: Annotated[bool, typer.Option(help="Start over in --out (default: resume the adaptation there).")] = False,
