@@ -217,8 +217,9 @@ class CompletionEngine:
         except Cancelled:
             self._prefills.pop(id(entry), None)  # a cancelled request leaves nothing behind
             raise
-        if stop.multiline:  # a block cut short by a loop or the token budget keeps what stands on its own
-            decoded = [dataclasses.replace(d, text=complete_lines(d.text)) if d.reason in ("loop", "length") else d for d in decoded]
+        if stop.multiline:  # a block cut short (a loop, the token budget, the line limit) keeps what stands on its own
+            decoded = [dataclasses.replace(d, text=complete_lines(d.text, whole=d.reason == "stop"))
+                       if d.reason in ("loop", "length", "stop") else d for d in decoded]
         self.stats.generated_tokens = sum(d.n_tokens for d in decoded)
         for d in decoded:
             self.stats.reasons[d.reason] = self.stats.reasons.get(d.reason, 0) + 1

@@ -153,14 +153,16 @@ def whole_lines(text: str) -> str:
     return head if "\n" in text and not text.endswith("\n") and head.strip() else text
 
 
-def complete_lines(text: str) -> str:
+def complete_lines(text: str, whole: bool = False) -> str:
     """text up to the end of its last logical line that stands on its own (every bracket and
     string it opened closed, not a block header or decorator waiting for what follows); else
-    whole_lines(text).
+    whole_lines(text). whole: text's last line is finished (a stop rule cut at its end).
 
-    For a completion cut short by a loop or the token budget: a docstring, call or `if x:` left
-    open would break the file below the cursor.
+    For a completion cut short by a loop, the token budget or the line limit: a docstring, call
+    or `if x:` left open would break the file below the cursor.
     """
+    if whole:
+        return complete_lines(text + "\n").removesuffix("\n")
     line_starts = [0, *(i + 1 for i, c in enumerate(text) if c == "\n")]
     clean, first, last = -1, None, None
     with suppress(tokenize.TokenError, SyntaxError):  # an unclosed string or bracket, a bad dedent: cut before it

@@ -629,3 +629,11 @@ def test_a_token_budget_beyond_the_context_is_capped_not_refused(tok: Tokenizer,
     block = overfit_model.config.block_size
     assert engine.complete(DOC[:AFTER_DEF], "", n=1, max_new_tokens=block * 4, multiline=True)
     assert engine.stats.generated_tokens <= block // 2
+
+
+
+def test_a_block_cut_at_the_line_limit_keeps_what_stands_on_its_own(overfit_model: GPT, tok: Tokenizer) -> None:
+    eng = CompletionEngine(overfit_model, tok)
+    # Three lines end at `for item in items:`, a header whose body the limit left out: it goes.
+    assert eng.complete(DOC[:AFTER_DEF], "", multiline=True, max_lines=3)[0].text == "\n    total = 0"
+    assert eng.complete(DOC[:AFTER_DEF], "", multiline=True, max_lines=4)[0].text == BODY[: BODY.index("\n    return")]

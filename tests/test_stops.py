@@ -156,6 +156,19 @@ def test_complete_lines_keeps_what_stands_on_its_own(text: str, kept: str) -> No
     assert complete_lines(text) == kept
 
 
+@pytest.mark.parametrize(
+    ("text", "kept"),
+    [
+        ("\n    x = 1\n    y = 2", "\n    x = 1\n    y = 2"),  # a finished last line stays
+        ("\n    x = 1\n    if x:", "\n    x = 1"),
+        ("\n    x = 1\n    y = foo(\n        2,", "\n    x = 1"),
+        ('\n    """doc\n    more', '\n    """doc\n    more'),  # nothing stands on its own: as it is
+    ],
+)
+def test_complete_lines_of_a_text_cut_at_a_line_end(text: str, kept: str) -> None:
+    assert complete_lines(text, whole=True) == kept
+
+
 # --- tidy: what the text after the cursor already holds --------------------------------------
 
 
