@@ -178,8 +178,10 @@ class CompletionEngine:
         return candidates
 
     def clear_cache(self) -> None:
+        """Forget every earlier request: the next one is answered as by a new engine."""
         self._prefills.clear()
         self._answer = None
+        self._start_hint = 0
 
     # -- steps -------------------------------------------------------------------------------
     def _copies_training_code(self, prefix: str, suffix: str, text: str) -> bool:

@@ -42,12 +42,13 @@ def keep_tail_lines(tokenizer: Tokenizer, text: str, budget: int, start_hint: in
     """Start offset and ids of the longest run of whole last lines of text within budget tokens.
 
     start_hint (the previous request's start) is kept while it still fits, so that typing does
-    not move the window and the prompt keeps extending the cached one.
+    not move the window and the prompt keeps extending the cached one; not when it leaves much
+    less than a fresh cut keeps (text deleted above the cursor, or another file's start).
     """
     chars = budget * WINDOW_CHARS
     if 0 < start_hint <= len(text) and text[start_hint - 1] == "\n" and len(text) - start_hint <= chars:
         ids = tokenizer.encode(text[start_hint:])
-        if len(ids) <= budget:
+        if budget * 3 // 4 <= len(ids) <= budget:  # a fresh cut keeps about 7/8 (below), less a line
             return start_hint, ids
     while True:  # tokenize whole last lines (at least `chars` characters) until they overflow budget
         lo = 0 if chars >= len(text) else (text.rfind("\n", 0, len(text) - chars) + 1 or len(text) - chars)

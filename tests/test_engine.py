@@ -229,6 +229,9 @@ def test_start_hint_keeps_the_cut_while_it_fits(tok: Tokenizer, code: list[str])
     assert again.ids[:kept] == first.ids[:kept]  # the cached keys/values stay valid
     # a hint that is not a line start is ignored: the same cut as without one
     assert build_prompt(tok, typed, "", 80, True, first.prefix_start + 1) == build_prompt(tok, typed, "", 80, True)
+    # a hint that leaves much less than a fresh cut keeps (lines deleted above the cursor, another file) is ignored
+    deleted = prefix[: first.prefix_start] + "x = 1\n"
+    assert build_prompt(tok, deleted, "", 80, True, first.prefix_start) == build_prompt(tok, deleted, "", 80, True)
     # once the window no longer fits, the cut moves down, to a line start again
     grown = prefix + code[5][:600]
     moved = build_prompt(tok, grown, "", 80, fim=True, start_hint=first.prefix_start)
@@ -637,3 +640,16 @@ def test_a_block_cut_at_the_line_limit_keeps_what_stands_on_its_own(overfit_mode
     # Three lines end at `for item in items:`, a header whose body the limit left out: it goes.
     assert eng.complete(DOC[:AFTER_DEF], "", multiline=True, max_lines=3)[0].text == "\n    total = 0"
     assert eng.complete(DOC[:AFTER_DEF], "", multiline=True, max_lines=4)[0].text == BODY[: BODY.index("\n    return")]
+
+
+def test_clear_cache_answers_as_a_new_engine(random_model: GPT, tok: Tokenizer, code: list[str]) -> None:
+    eng, prefix = CompletionEngine(random_model, tok), "".join(code[:4])
+    eng.complete(prefix, "", n=1, max_new_tokens=2)
+    typed = prefix + "    x = 1\n    y = 2\n"
+    eng.complete(typed, "", n=1, max_new_tokens=2)
+    kept = eng.stats.prompt_tokens  # the first cut, kept while typing
+    eng.clear_cache()
+    eng.complete(typed, "", n=1, max_new_tokens=2)
+    new = CompletionEngine(random_model, tok)
+    new.complete(typed, "", n=1, max_new_tokens=2)
+    assert eng.stats.prompt_tokens == new.stats.prompt_tokens < kept
