@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from test_engine import code, random_model, tok  # noqa: F401  (module fixtures)
 
-from codecomplete.engine.completion import CompletionEngine
+from codecomplete.engine.completion import CompletionEngine, project_caches
 from codecomplete.engine.model import GPT
 from codecomplete.engine.project_ngrams import ProjectCache, ProjectNgrams
 from codecomplete.engine.prompt import build_prompt, snippet_ids
@@ -180,6 +180,17 @@ def test_the_engine_copies_a_name_only_another_file_defines(random_model: GPT, t
     block = engine.complete(prefix, "", n=1, multiline=True)
     engine.clear_cache()  # a block gets no project n-grams: copying them broke bodies' syntax
     assert engine.complete(prefix, "", n=1, multiline=True, repo=repo, path="here.py") == block
+
+
+def test_a_block_mixes_in_no_project_or_snippet_ngrams(tok: Tokenizer) -> None:  # noqa: F811
+    repo = RepoContext(tok)
+    repo.set_file("helpers.py", HELPERS)
+    repo.build()
+    prefix = "def load_settings(path):\n    with open(path) as f:\n"
+    snippets = repo.snippets("here.py", prefix)
+    ids = tok.encode(prefix)
+    assert snippets and len(project_caches(repo, snippets, ids, "here.py", multiline=False)) == 2
+    assert project_caches(repo, snippets, ids, "here.py", multiline=True) == []  # they broke bodies' syntax
 
 
 def test_project_ngrams_are_stored_compactly(tok: Tokenizer) -> None:  # noqa: F811
