@@ -174,6 +174,32 @@ def test_running_it_again_trains_nothing_more(adapted: dict[str, Any], project: 
     assert (adapted["out"] / "metrics.jsonl").read_text() == before
 
 
+def test_a_run_from_before_blend_is_not_blended_when_run_again(adapted: dict[str, Any], project: Path, tmp_path: Path) -> None:
+    import torch
+    from safetensors.torch import load_file
+
+    out = Path(shutil.copytree(adapted["out"], tmp_path / "old"))
+    for path, keys in ((out / STATE_FILE, ("config",)), (out / "best" / "config.json", ("provenance", "adapt"))):
+        saved = json.loads(path.read_text())
+        inner = saved
+        for key in keys:
+            inner = inner[key]
+        del inner["blend"]  # written before adapt had --blend: the fine-tuned weights as they were
+        path.write_text(json.dumps(saved))
+    weights = load_file(out / "best" / "model.safetensors")
+    adapt(project, "--out", out, "--device", "cpu")
+    assert all(torch.equal(w, weights[k]) for k, w in load_file(out / "best" / "model.safetensors").items())
+
+
+def test_a_moved_run_resumes_where_it_is_now(adapted: dict[str, Any], project: Path, tmp_path: Path) -> None:
+    moved = Path(shutil.copytree(adapted["out"], tmp_path / "moved"))
+    before = {p: p.stat().st_mtime_ns for p in adapted["out"].rglob("*")}
+    result = adapt(project, "--out", moved, "--device", "cpu")
+    assert json.loads((moved / STATE_FILE).read_text())["config"]["out"] == str(moved)
+    assert f'"codecomplete.checkpoint": "{(moved / "best").resolve()}"' in result.output
+    assert {p: p.stat().st_mtime_ns for p in adapted["out"].rglob("*")} == before  # the old place is left alone
+
+
 def test_early_stopping_stops(project: Path, checkpoints: Checkpoints, tmp_path: Path) -> None:  # noqa: F811
     # A learning rate too small to move the loss by min_delta: no evaluation beats the base model's
     # own held-out loss, and patience 2 ends the run at the second evaluation, step 2 x 2.

@@ -149,7 +149,8 @@ def plan(folders: list[Path], out: Path, base: Path | None, overwrite: bool = Fa
     state = read_state(out)
     given = {k: v for k, v in options.items() if v is not None}
     if state is not None and not overwrite:
-        cfg = AdaptConfig(**state["config"])
+        cfg = AdaptConfig(**{"blend": 1.0, **state["config"]})  # runs from before --blend were written unblended
+        cfg.out = str(out)  # where it is now: the folder may have been moved since
         if sorted(str(f.resolve()) for f in folders) != sorted(cfg.folders):
             raise CodecompleteError(f"{out} holds the adaptation to {', '.join(cfg.folders)}; run it with those folders to resume it, "
                                     f"or choose another --out (or pass --overwrite to start over)")
