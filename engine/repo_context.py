@@ -34,7 +34,7 @@ class RepoContextConfig:
     stride: int = 2
     query: int = 4  # lines before the cursor's line that retrieval matches
     max_snippets: int = 2
-    min_score: float = 0.15  # Jaccard below this is not worth the prompt's tokens
+    min_score: float = 0.3  # Jaccard below this is not worth the prompt's tokens (0.15 to 0.5 tried)
     snippet_share: float = 0.15  # of the prompt's token budget, at most: the file's own lines matter more
     ngram_weight: float = 0.4  # the most the project's n-grams may weigh against the model
     snippet_weight: float = 0.4  # the most the retrieved snippets' own n-grams may weigh
