@@ -127,6 +127,8 @@ class StopRule:
         offset = len(complete[0]) + 1 if complete else 0
         starts = starts_logical_line(text)
         for i, line in enumerate(complete[1:], start=1):
+            if i >= 2 and is_line_loop(complete[i - 2 : i + 1]):
+                return offset - len(complete[i - 1]) - 2  # the first of the three stays
             if not starts[i]:
                 pass  # inside a docstring or a call: its indentation is free
             elif not line.strip():
@@ -145,6 +147,13 @@ class StopRule:
                 return offset - 1
             offset += len(line) + 1
         return None
+
+
+def is_line_loop(lines: list[str]) -> bool:
+    """The same statement three lines running, at any indentation (a loop of lines longer than the
+    decoder's token loops, or nested ever deeper); closing brackets and rules alone do not count."""
+    first = lines[0].strip()
+    return any(c.isalnum() for c in first) and all(line.strip() == first for line in lines[1:])
 
 
 def whole_lines(text: str) -> str:

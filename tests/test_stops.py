@@ -50,8 +50,14 @@ STOP_CASES = [
     ("for i in range(3):\n    ", True, 3, "a = 1\n    b = 2\n    c = 3\n    d = 4\n", "a = 1\n    b = 2\n    c = 3"),
     ("for i in range(3):\n    ", True, 3, "a = 1\n    b = 2\n    c = 3", None),
     # the whole block (max_lines None): blank lines inside it and any length, up to the dedent
-    ("def area(width, height):", True, None, BODY + "\n\n    return 0\n" + "    x = 1\n" * 20 + "y = 2\n",
-     BODY + "\n\n    return 0\n" + "    x = 1\n" * 19 + "    x = 1"),
+    ("def area(width, height):", True, None, BODY + "\n\n    return 0\n" + "".join(f"    x{i} = {i}\n" for i in range(20)) + "y = 2\n",
+     BODY + "\n\n    return 0\n" + "".join(f"    x{i} = {i}\n" for i in range(19)) + "    x19 = 19"),
+    # the same statement three lines running, however indented, is a loop: the first stays
+    ("def f():", True, None, "\n    a = 1\n    b = 2\n    b = 2\n    b = 2\n", "\n    a = 1\n    b = 2"),
+    ("def f():", True, 8, "\n    if ok:\n        if ok:\n            if ok:\n", "\n    if ok:"),
+    ("def f():", True, 8, "\n    b = 2\n    b = 2\n    c = 3\n    b = 2\n", None),  # twice is no loop
+    ("def f():", True, None, "\n    x = f(g(h(\n        1\n        )\n      )\n    )\n    return x\ny\n",
+     "\n    x = f(g(h(\n        1\n        )\n      )\n    )\n    return x"),  # closing brackets alone are no loop
     ("def area(width, height):", True, None, BODY + "\n\n\ndef other():\n", BODY + "\n\n"),
     # a fresh line after a block's header, left of its body: the body, then the dedent ends it
     ("def area(width, height):\n", True, None, BODY[1:] + "\n\nprint(area(2, 3))\n", BODY[1:] + "\n"),
