@@ -193,6 +193,11 @@ def test_a_block_mixes_in_no_project_or_snippet_ngrams(tok: Tokenizer) -> None: 
     assert project_caches(repo, snippets, ids, "here.py", multiline=True) == []  # they broke bodies' syntax
 
 
+def test_every_context_of_a_tokenizer_shares_one_vocabulary(tok: Tokenizer) -> None:  # noqa: F811
+    # Analysing the vocabulary takes 60 ms: evaluation and prepare make a context per repository.
+    assert RepoContext(tok)._words is RepoContext(tok, RepoContextConfig(query=6))._words is Vocabulary.of(tok)
+
+
 def test_project_ngrams_are_stored_compactly(tok: Tokenizer) -> None:  # noqa: F811
     ids = np.asarray(tok.encode(HELPERS * 50))
     ngrams = ProjectNgrams.build([("a.py", ids)], tok.vocab_size)

@@ -340,9 +340,7 @@ def repo_contexts(documents: list[tuple[str, str, str]], tokenizer: Tokenizer, c
     (its own file is left out by path when the engine queries it)."""
     by_repo: dict[str, RepoContext] = {}
     for repo, path, text in documents:
-        if repo not in by_repo:  # not setdefault: a RepoContext scans the vocabulary when it is made
-            by_repo[repo] = RepoContext(tokenizer, config)
-        by_repo[repo].set_file(path, text)
+        by_repo.setdefault(repo, RepoContext(tokenizer, config)).set_file(path, text)
     for context in by_repo.values():
         context.build()
 

@@ -303,10 +303,7 @@ def split_contexts(corpus: Path, cfg: PrepareConfig, tokenizer: Tokenizer, split
     for doc in iter_documents(corpus, cfg.text_column):
         if not doc.repo or not doc.path:
             raise CodecompleteError(f"--repo-context needs repo and path columns in {corpus}; `collect` and `scrape` write both")
-        key = (doc.repo, split_of(doc))
-        if key not in contexts:  # not setdefault: a RepoContext analyses the whole vocabulary when made
-            contexts[key] = RepoContext(tokenizer, config)
-        contexts[key].set_file(doc.path, doc.text)
+        contexts.setdefault((doc.repo, split_of(doc)), RepoContext(tokenizer, config)).set_file(doc.path, doc.text)
     for context in contexts.values():
         context.build()
     return contexts
